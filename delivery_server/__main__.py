@@ -1,0 +1,3 @@
+from delivery_server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""The error tree of delivery-server, documented in one place.
+
+Adapters translate vendor errors (botocore, SMTP, database drivers) into these classes;
+the core decides what to do from the class alone:
+
+``DeliveryError``
+    Base of everything below.
+``ConfigError``
+    A bad or missing setting. The CLI prints it on one line and exits with code 2.
+``RetryableError``
+    A transient failure of one email's send (5xx, timeout, connection reset). Costs one
+    attempt; retried with exponential backoff until ``max_attempts``, then ``failed``.
+``PermanentError``
+    Retrying cannot help (invalid address, missing template variable, message rejected,
+    header injection, attachment refused). The email fails at once.
+``ThrottledError``
+    The provider asked us to slow down. Not an attempt: the email goes back to the queue
+    and the sender slows down.
+``AccountPausedError``
+    Sending is stopped for the whole account (SES sending paused, account suspended).
+    Not an attempt: every consumer pauses instead of burning attempts.
+``UncertainSendError``
+    The send request may have reached the provider but no answer came back (a read
+    timeout or a dropped connection after the request was written). The email becomes
+    ``unknown``: resending it blindly could deliver it twice.
+"""
+
+from __future__ import annotations
+
+
+class DeliveryError(Exception):
+    """Base class of every error delivery-server raises on purpose."""
+
+
+class ConfigError(DeliveryError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class NotFoundError(DeliveryError):
+    """A job, template or email that was asked for does not exist."""
+
+
+class RetryableError(DeliveryError):
+    """A transient failure: costs one attempt, then retried with backoff."""
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help: the email fails at once."""
+
+
+class ThrottledError(DeliveryError):
+    """The provider asks us to slow down; not counted as an attempt."""
+
+
+class AccountPausedError(DeliveryError):
+    """Sending is stopped for the whole account; not counted as an attempt."""
+
+
+class UncertainSendError(DeliveryError):
+    """The provider may have accepted the email but we could not confirm it."""

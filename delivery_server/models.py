@@ -1,0 +1,225 @@
+"""Domain records shared by the core and the adapters (plain data, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from delivery_server.errors import PermanentError
+
+
+def utcnow() -> datetime:
+    """Now, as a naive UTC datetime (how both MySQL and SQLite store it)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class JobStatus(StrEnum):
+    """Life of a job (DESIGN §4)."""
+
+    DRAFT = "draft"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class EmailStatus(StrEnum):
+    """Life of one email (DESIGN §4)."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+ACTIVE_EMAIL_STATUSES = frozenset({EmailStatus.PENDING, EmailStatus.QUEUED, EmailStatus.SENDING})
+TERMINAL_EMAIL_STATUSES = frozenset(set(EmailStatus) - ACTIVE_EMAIL_STATUSES)
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One version of a template in one locale."""
+
+    name: str
+    locale: str
+    version: int
+    subject: str
+    text_body: str
+    html_body: str | None = None
+    id: int | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRef:
+    """Where an attachment lives: ``s3://bucket/key`` or ``file:relative/path``."""
+
+    uri: str
+    filename: str
+    content_type: str = "application/octet-stream"
+
+    @classmethod
+    def from_json(cls, raw: Any) -> AttachmentRef:
+        """Parse one attachment object; a malformed one is a permanent error."""
+        if not isinstance(raw, dict):
+            raise PermanentError("attachment must be an object with uri and filename")
+        uri, filename = raw.get("uri"), raw.get("filename")
+        content_type = raw.get("content_type", "application/octet-stream")
+        if not isinstance(uri, str) or not uri:
+            raise PermanentError("attachment has no uri")
+        if not isinstance(filename, str) or not filename:
+            raise PermanentError("attachment has no filename")
+        if not isinstance(content_type, str) or "/" not in content_type:
+            raise PermanentError("attachment content_type must look like type/subtype")
+        return cls(uri=uri, filename=filename, content_type=content_type)
+
+    def to_json(self) -> dict[str, str]:
+        return {"uri": self.uri, "filename": self.filename, "content_type": self.content_type}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A bulk send: one template, many emails."""
+
+    id: int
+    name: str
+    status: JobStatus
+    template_name: str
+    from_address: str
+    reply_to: str | None = None
+    scheduled_at: datetime | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    total_count: int = 0
+    sent_count: int = 0
+    failed_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """One recipient of a job, with its own variables and attachments."""
+
+    id: int
+    job_id: int
+    to_address: str
+    variables: dict[str, Any]
+    status: EmailStatus
+    attempts: int = 0
+    locale: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
+    last_error: str | None = None
+    provider_message_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEmail:
+    """An email as registered by the CLI or an upstream system, before it has an id."""
+
+    to_address: str
+    variables: dict[str, Any] = field(default_factory=dict)
+    locale: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEmail:
+    """An email this process now holds (status ``sending``), with its job."""
+
+    email: Email
+    job: Job
+
+
+class ClaimOutcome(StrEnum):
+    """Why a claim did or did not succeed."""
+
+    CLAIMED = "claimed"
+    NOT_QUEUED = "not_queued"  # someone else has it, or it is already done: drop the message
+    JOB_PAUSED = "job_paused"  # keep the message for later, without using an attempt
+    JOB_INACTIVE = "job_inactive"  # cancelled/finished job: drop the message
+    MISSING = "missing"  # no such email: drop the message
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    claimed: ClaimedEmail | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """Attachment bytes, ready to go into a MIME message."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEmail:
+    """A fully rendered email, ready for a sender."""
+
+    from_address: str
+    to_address: str
+    subject: str
+    text_body: str
+    html_body: str | None = None
+    reply_to: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    # Ids for providers that can tag messages (never personal data).
+    email_id: int | None = None
+    job_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """The queue message of DESIGN §5: ids only (claim-check)."""
+
+    email_id: int
+    job_id: int
+
+    def to_body(self) -> str:
+        return json.dumps({"v": 1, "email_id": self.email_id, "job_id": self.job_id})
+
+    @classmethod
+    def from_body(cls, body: str) -> QueueMessage:
+        """Decode a message body; anything but a v1 message is a permanent error."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise PermanentError("queue message is not JSON") from exc
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise PermanentError("queue message is not version 1")
+        email_id, job_id = data.get("email_id"), data.get("job_id")
+        if type(email_id) is not int or type(job_id) is not int:
+            raise PermanentError("queue message needs integer email_id and job_id")
+        return cls(email_id=email_id, job_id=job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One received queue message and the handle to settle it with."""
+
+    body: str
+    receipt: str
+    receive_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """What ``jobs show`` tells an operator."""
+
+    job: Job
+    counts: dict[EmailStatus, int]
+    last_errors: list[tuple[int, str]]

@@ -1,0 +1,200 @@
+"""The ports the core talks through: small Protocols with one adapter per backend.
+
+The core (publisher, consumer, pipeline, renderer, retry, reconciler) imports only this
+module, ``models`` and ``errors``; ``app.py`` is the one place that picks adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from delivery_server.models import (
+    Attachment,
+    AttachmentRef,
+    ClaimResult,
+    Delivery,
+    EmailStatus,
+    Job,
+    JobStatus,
+    JobSummary,
+    NewEmail,
+    OutgoingEmail,
+    QueueMessage,
+    Template,
+)
+
+# Publishes a batch of messages; returns the email ids whose message was NOT accepted.
+PublishFn = Callable[[Sequence[QueueMessage]], Awaitable[set[int]]]
+
+
+class Queue(Protocol):
+    """A queue with SQS semantics: at-least-once, visibility timeouts, receive counts."""
+
+    async def publish(self, messages: Sequence[QueueMessage]) -> set[int]:
+        """Send messages (any number; adapters batch them). Return the email ids that failed."""
+        ...
+
+    async def receive(
+        self, max_messages: int, wait_seconds: float, visibility_timeout: int
+    ) -> list[Delivery]:
+        """Long-poll for up to ``max_messages``; each stays invisible for the timeout."""
+        ...
+
+    async def delete(self, receipts: Sequence[str]) -> None:
+        """Remove settled messages (adapters batch them)."""
+        ...
+
+    async def change_visibility(self, receipt: str, timeout_seconds: int) -> None:
+        """Make a message visible again after ``timeout_seconds`` (0: now)."""
+        ...
+
+    async def backlog(self) -> int:
+        """Approximate number of visible messages (what autoscaling watches)."""
+        ...
+
+
+class Sender(Protocol):
+    """Hands one rendered email to a provider, exactly one attempt per call."""
+
+    async def send(self, email: OutgoingEmail) -> str:
+        """Send and return the provider's message id; raise an ``errors`` class on failure."""
+        ...
+
+
+class AttachmentLoader(Protocol):
+    """Fetches attachment bytes from where an attachment reference points."""
+
+    async def load(self, ref: AttachmentRef) -> Attachment:
+        """Return the bytes; a refused or missing attachment is a ``PermanentError``."""
+        ...
+
+
+class PublisherStore(Protocol):
+    """What the publisher and the job settler need from the database."""
+
+    async def due_jobs(self, now: datetime) -> list[Job]:
+        """Jobs in ``processing`` whose ``scheduled_at`` is empty or has passed."""
+        ...
+
+    async def publish_pending(self, job_id: int, limit: int, publish: PublishFn) -> int:
+        """Lock up to ``limit`` pending emails of a job (skipping rows other publishers
+        hold), mark them ``queued``, call ``publish`` and put the ones it could not
+        publish back to ``pending``, all in one transaction. Return how many were queued.
+        """
+        ...
+
+    async def settle_jobs(self, now: datetime) -> list[Job]:
+        """Refresh the counts of processing jobs and finish those whose emails are all
+        terminal (``completed``, or ``failed`` when any email failed or is unknown).
+        Return the jobs that finished."""
+        ...
+
+    async def restart_failed(
+        self, job_ids: Sequence[int] | None, include_unknown: bool = False
+    ) -> int:
+        """Put failed (and, on request, unknown) emails back to ``pending`` with zero
+        attempts and their jobs back to ``processing``; ``None`` means every job.
+        Return how many emails were restarted."""
+        ...
+
+
+class EmailStore(Protocol):
+    """What a consumer needs from the database for one email."""
+
+    async def claim(self, email_id: int, lease_seconds: float) -> ClaimResult:
+        """Move the email from ``queued`` to ``sending`` (only if its job is processing),
+        add one attempt and a lease. Exactly one concurrent caller wins."""
+        ...
+
+    async def template(self, name: str, locale: str) -> Template | None:
+        """The highest version of a template in a locale."""
+        ...
+
+    async def mark_sent(self, email_id: int, provider_message_id: str, sent_at: datetime) -> None:
+        """Record a confirmed send."""
+        ...
+
+    async def mark_retry(self, email_id: int, error: str | None, count_attempt: bool) -> None:
+        """Put a claimed email back to ``queued``; ``count_attempt=False`` gives the
+        attempt back (throttling, paused account, shutdown before sending)."""
+        ...
+
+    async def mark_final(self, email_id: int, status: EmailStatus, error: str | None) -> None:
+        """Settle a claimed email as ``failed``, ``unknown`` or ``suppressed``."""
+        ...
+
+
+class ReconcilerStore(Protocol):
+    """What the reconciler needs to find work that fell between the cracks."""
+
+    async def expire_leases(self, now: datetime) -> int:
+        """Turn ``sending`` emails whose lease has passed into ``unknown``; return how many."""
+        ...
+
+    async def stale_queued(self, older_than: datetime, limit: int) -> list[QueueMessage]:
+        """Queued emails untouched since ``older_than`` (their message may be lost);
+        touches them so the next pass does not pick them again at once."""
+        ...
+
+
+class AdminStore(Protocol):
+    """What the CLI (and later the HTTP API) does for people."""
+
+    async def add_template(self, template: Template) -> Template:
+        """Store a new version of a template (version = highest + 1 when 0)."""
+        ...
+
+    async def create_job(
+        self,
+        name: str,
+        template_name: str,
+        from_address: str,
+        reply_to: str | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> Job:
+        """Create a job in ``draft``."""
+        ...
+
+    async def add_emails(self, job_id: int, emails: Iterable[NewEmail]) -> int:
+        """Insert a batch of pending emails; return how many."""
+        ...
+
+    async def set_job_status(
+        self, job_id: int, status: JobStatus, expected: Sequence[JobStatus] | None = None
+    ) -> Job:
+        """Change a job's status (only from ``expected`` when given)."""
+        ...
+
+    async def job(self, job_id: int) -> Job:
+        """One job; ``NotFoundError`` when there is none."""
+        ...
+
+    async def jobs(self, limit: int = 50) -> list[Job]:
+        """The most recent jobs."""
+        ...
+
+    async def job_summary(self, job_id: int) -> JobSummary:
+        """Counts by email status and the last errors."""
+        ...
+
+    async def cancel_job(self, job_id: int) -> int:
+        """Cancel a job and its pending/queued emails; return how many emails."""
+        ...
+
+    async def templates(self) -> list[Template]:
+        """The highest version of every template in every locale."""
+        ...
+
+
+class Store(PublisherStore, EmailStore, ReconcilerStore, AdminStore, Protocol):
+    """Everything the database does; one adapter implements it for MySQL and SQLite."""
+
+    async def count_by_status(self) -> tuple[dict[JobStatus, int], dict[EmailStatus, int]]:
+        """Jobs and emails by status, for metrics and readiness."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        ...

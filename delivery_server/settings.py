@@ -1,0 +1,137 @@
+"""One settings model (DESIGN §7): environment first, then an optional TOML file.
+
+Nothing here is read at import time; ``load_settings`` is called by the CLI, once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from delivery_server.errors import ConfigError
+
+ENV_PREFIX = "DELIVERY_"
+
+
+class Settings(BaseSettings):
+    """Every setting of the server; ``DELIVERY_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, frozen=True
+    )
+
+    database_url: SecretStr = SecretStr("sqlite:///delivery.db")
+    queue: Literal["sqs", "local"] = "local"
+    sqs_queue_url: str | None = None
+    aws_endpoint_url: str | None = None
+    sender: Literal["ses", "smtp", "outbox"] = "outbox"
+    smtp_url: SecretStr | None = None
+    smtp_verify_tls: bool = True
+    outbox_dir: Path = Path("outbox")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    # 32 in-flight sends per process: SES answers in ~20-100 ms, so 32 keeps a 2-vCPU task
+    # busy at several hundred emails/s without a thundering herd on the database pool.
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    attachments_dir: Path | None = None
+    attachments_s3_buckets: str = ""
+    retry_base_delay: float = Field(default=30.0, ge=0, le=3600)
+    shutdown_grace: float = Field(default=25.0, ge=0, le=3600)
+    lease_seconds: float = Field(default=120.0, gt=0, le=43200)
+    send_timeout: float = Field(default=30.0, gt=0, le=600)
+    publish_page_size: int = Field(default=500, ge=10, le=10000)
+    # A queued email untouched this long probably lost its message (purged queue, DLQ):
+    # the reconciler republishes it. Duplicate messages are harmless (claims are conditional).
+    requeue_after: float = Field(default=900.0, ge=1, le=86400)
+    reconcile_interval: float = Field(default=30.0, gt=0, le=3600)
+    max_rendered_bytes: int = Field(default=2_000_000, ge=1024)
+    max_send_rate: float | None = Field(default=None, gt=0)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.queue == "sqs" and not self.sqs_queue_url:
+            raise ValueError("sqs_queue_url: required when DELIVERY_QUEUE=sqs")
+        if self.sender == "smtp" and self.smtp_url is None:
+            raise ValueError("smtp_url: required when DELIVERY_SENDER=smtp")
+        url = self.database_url.get_secret_value()
+        if not url.startswith(("mysql://", "mysql+aiomysql://", "sqlite://", "sqlite+aiosqlite://")):
+            raise ValueError("database_url: must start with mysql:// or sqlite:///")
+        if self.smtp_url is not None and not self.smtp_url.get_secret_value().startswith(
+            ("smtp://", "smtps://")
+        ):
+            raise ValueError("smtp_url: must start with smtp:// or smtps://")
+        return self
+
+    @property
+    def s3_buckets(self) -> frozenset[str]:
+        """Buckets that ``s3:`` attachments may be read from."""
+        return frozenset(b.strip() for b in self.attachments_s3_buckets.split(",") if b.strip())
+
+
+def _with_file(config_file: Path) -> type[Settings]:
+    """A Settings class whose lowest-priority source is the TOML file."""
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    return FileSettings
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line naming the first bad setting, as an operator would set it."""
+    err = exc.errors()[0]
+    msg = str(err.get("msg", "invalid"))
+    name = str(err["loc"][0]) if err.get("loc") else ""
+    if not name and ": " in msg:  # model-level checks say "field: why"
+        name, _, msg = msg.removeprefix("Value error, ").partition(": ")
+    if not name:
+        return f"configuration error: {msg}"
+    if err.get("type") == "extra_forbidden":
+        return f"configuration error: unknown setting {name!r} in the config file"
+    return f"configuration error: {ENV_PREFIX}{name.upper()}: {msg}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raise ``ConfigError`` with one line naming a bad setting."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(
+        k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+    )
+    if unknown:
+        raise ConfigError(f"configuration error: unknown setting {unknown[0]}")
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"configuration error: --config {config_file}: no such file")
+        cls = _with_file(config_file)
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    except ValueError as exc:  # malformed TOML
+        raise ConfigError(f"configuration error: {config_file}: {exc}") from exc
