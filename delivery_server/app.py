@@ -1,0 +1,256 @@
+"""The composition root: the one place that turns settings into adapters (STYLE rule 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import structlog
+
+from delivery_server.acks import DeleteBatcher
+from delivery_server.consumer import Consumer
+from delivery_server.errors import ConfigError
+from delivery_server.health import Heartbeats, HttpServer
+from delivery_server.lifecycle import stop_on_signals
+from delivery_server.loops import wait_or_stop
+from delivery_server.metrics import Metrics
+from delivery_server.pipeline import Pipeline, PipelinePolicy
+from delivery_server.ports import AttachmentLoader, Queue, Sender, Store
+from delivery_server.publisher import Publisher
+from delivery_server.reconciler import Reconciler
+from delivery_server.renderer import Renderer
+from delivery_server.sendgate import SendGate
+from delivery_server.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Role = Literal["all", "publisher", "consumer"]
+METRICS_REFRESH_SECONDS = 5.0
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url.get_secret_value()
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """A connected store (the schema is not touched: see ``upgrade_database``)."""
+    from delivery_server.adapters.store_sql import SqlStore
+
+    store = await SqlStore.connect(database_url(settings), pool_size=settings.db_pool_size)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def upgrade_database(settings: Settings) -> None:
+    """Create or upgrade the schema (idempotent)."""
+    from delivery_server.adapters.store_sql import upgrade_schema
+
+    await upgrade_schema(database_url(settings))
+
+
+@contextlib.asynccontextmanager
+async def open_queue(settings: Settings, *, max_connections: int) -> AsyncIterator[Queue]:
+    if settings.queue == "local":
+        from delivery_server.adapters.queue_local import LocalQueue
+
+        yield LocalQueue()
+        return
+    from delivery_server.adapters.queue_sqs import open_sqs_queue
+
+    assert settings.sqs_queue_url is not None  # checked by Settings
+    async with open_sqs_queue(
+        settings.sqs_queue_url,
+        endpoint_url=settings.aws_endpoint_url,
+        max_connections=max_connections,
+    ) as queue:
+        yield queue
+
+
+@contextlib.asynccontextmanager
+async def open_sender(settings: Settings) -> AsyncIterator[Sender]:
+    if settings.sender == "ses":
+        from delivery_server.adapters.sender_ses import open_ses_sender
+
+        # One pooled connection per in-flight send, on a client of its own, so that the
+        # queue's 20-second long polls can never take the connections sends need.
+        async with open_ses_sender(
+            endpoint_url=settings.aws_endpoint_url,
+            max_connections=settings.concurrency,
+            timeout=settings.send_timeout,
+        ) as ses:
+            yield ses
+    elif settings.sender == "smtp":
+        from delivery_server.adapters.sender_smtp import SmtpSender
+
+        assert settings.smtp_url is not None  # checked by Settings
+        smtp = SmtpSender(
+            settings.smtp_url.get_secret_value(),
+            verify_tls=settings.smtp_verify_tls,
+            timeout=settings.send_timeout,
+            pool_size=min(settings.concurrency, 8),
+        )
+        try:
+            yield smtp
+        finally:
+            await smtp.close()
+    else:
+        from delivery_server.adapters.sender_outbox import OutboxSender
+
+        yield OutboxSender(settings.outbox_dir)
+
+
+@contextlib.asynccontextmanager
+async def open_attachments(settings: Settings) -> AsyncIterator[AttachmentLoader]:
+    from delivery_server.adapters.attachments import (
+        AttachmentRouter,
+        FileAttachmentLoader,
+        open_s3_loader,
+    )
+
+    files = FileAttachmentLoader(settings.attachments_dir)
+    if not settings.s3_buckets:
+        yield AttachmentRouter(files, None)
+        return
+    async with open_s3_loader(
+        settings.s3_buckets,
+        endpoint_url=settings.aws_endpoint_url,
+        max_connections=settings.concurrency,
+    ) as s3:
+        yield AttachmentRouter(files, s3)
+
+
+async def _refresh_metrics(
+    store: Store, queue: Queue, metrics: Metrics, stop: asyncio.Event
+) -> None:
+    """Database and queue gauges, refreshed in the background (never per scrape, so a
+    scrape storm cannot load the database)."""
+    while True:
+        try:
+            jobs, emails = await store.count_by_status()
+            metrics.set_counts(jobs, emails)
+            metrics.queue_backlog.set(await queue.backlog())
+        except Exception as exc:  # metrics must never stop the server
+            log.warning("metrics_refresh_failed", error=type(exc).__name__)
+        if await wait_or_stop(stop, METRICS_REFRESH_SECONDS):
+            return
+
+
+def _check_role(settings: Settings, role: Role) -> None:
+    if settings.queue == "local" and role != "all":
+        raise ConfigError(
+            "configuration error: DELIVERY_QUEUE=local keeps messages inside one process; "
+            "use --role all, or DELIVERY_QUEUE=sqs to split publishers and consumers"
+        )
+
+
+async def serve(
+    settings: Settings,
+    *,
+    role: Role = "all",
+    restart_failed: bool = False,
+    stop: asyncio.Event | None = None,
+    http_server: list[HttpServer] | None = None,
+) -> None:
+    """Run the server until ``stop`` is set (SIGTERM/SIGINT when ``stop`` is None).
+
+    ``http_server``, when given, receives the started HTTP server (tests read its port).
+    """
+    _check_role(settings, role)
+    own_signals = stop is None
+    stop = stop or asyncio.Event()
+    metrics = Metrics()
+    heartbeats = Heartbeats()
+    async with contextlib.AsyncExitStack() as stack:
+        if own_signals:
+            stack.enter_context(stop_on_signals(stop))
+        store = await stack.enter_async_context(open_store(settings))
+        # The queue client's pool covers the one long poll plus batched publishes/deletes.
+        queue = await stack.enter_async_context(open_queue(settings, max_connections=20))
+        http = HttpServer(
+            metrics, heartbeats, {"store": lambda: store.jobs(1), "queue": queue.backlog}
+        )
+        await http.start(settings.http_host, settings.http_port)
+        stack.push_async_callback(http.stop)
+        if http_server is not None:
+            http_server.append(http)
+        if restart_failed:
+            restarted = await store.restart_failed(None)
+            log.info("failed_emails_restarted", emails=restarted)
+        reconciler = Reconciler(
+            store,
+            queue,
+            metrics,
+            heartbeats,
+            interval=settings.reconcile_interval,
+            requeue_after=settings.requeue_after,
+        )
+        if settings.queue == "local":
+            # An in-process queue starts empty: whatever the database says is queued has
+            # no message any more, so publish it again now rather than after requeue_after.
+            await reconciler.republish_stale(0)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(_refresh_metrics(store, queue, metrics, stop))
+            if role in ("all", "publisher"):
+                publisher = Publisher(
+                    store,
+                    queue,
+                    metrics,
+                    heartbeats,
+                    poll_interval=settings.poll_interval,
+                    page_size=settings.publish_page_size,
+                )
+                tasks.create_task(publisher.run(stop))
+                tasks.create_task(reconciler.run(stop))
+            if role in ("all", "consumer"):
+                tasks.create_task(
+                    _consume(settings, stack, store, queue, metrics, heartbeats, stop)
+                )
+    log.info("stopped")
+
+
+async def _consume(
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    store: Store,
+    queue: Queue,
+    metrics: Metrics,
+    heartbeats: Heartbeats,
+    stop: asyncio.Event,
+) -> None:
+    sender = await stack.enter_async_context(open_sender(settings))
+    attachments = await stack.enter_async_context(open_attachments(settings))
+    acks = DeleteBatcher(queue)
+    flusher = asyncio.create_task(acks.run())
+    pipeline = Pipeline(
+        store,
+        queue,
+        sender,
+        attachments,
+        Renderer(settings.max_rendered_bytes),
+        metrics,
+        acks,
+        SendGate(settings.max_send_rate),
+        PipelinePolicy(
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+            retry_base_delay=settings.retry_base_delay,
+        ),
+    )
+    consumer = Consumer(
+        queue,
+        pipeline,
+        heartbeats,
+        concurrency=settings.concurrency,
+        visibility_timeout=int(settings.lease_seconds),
+        shutdown_grace=settings.shutdown_grace,
+    )
+    try:
+        await consumer.run(stop)
+    finally:
+        acks.close()
+        await flusher

@@ -1,0 +1,133 @@
+"""The consumer: one fetcher and a bounded pool of handlers (STYLE rule 4).
+
+The fetcher receives only as many messages as there are free handler slots, so nothing is
+buffered beyond ``concurrency`` and a slow provider slows the fetch (backpressure).
+
+Shutdown has three stages (STYLE rule 5): stop fetching; let in-flight emails finish within
+the grace period; cancel the rest, which hands their messages back (see ``Pipeline``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from delivery_server.health import Heartbeats
+from delivery_server.loops import Backoff, wait_or_stop
+from delivery_server.models import Delivery
+from delivery_server.pipeline import Pipeline
+from delivery_server.ports import Queue
+
+log = structlog.get_logger(__name__)
+
+LOOP_NAME = "consumer"
+RECEIVE_BATCH = 10  # the most SQS hands out per ReceiveMessage
+LONG_POLL_SECONDS = 20.0  # the longest SQS long poll
+
+
+class Consumer:
+    """Receives messages and runs the pipeline on each, at most ``concurrency`` at once."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        pipeline: Pipeline,
+        heartbeats: Heartbeats,
+        *,
+        concurrency: int,
+        visibility_timeout: int,
+        shutdown_grace: float,
+        wait_seconds: float = LONG_POLL_SECONDS,
+    ) -> None:
+        self._queue = queue
+        self._pipeline = pipeline
+        self._heartbeats = heartbeats
+        self._slots = asyncio.Semaphore(concurrency)
+        self._visibility_timeout = visibility_timeout
+        self._shutdown_grace = shutdown_grace
+        self._wait_seconds = wait_seconds
+        # Strong references: the event loop keeps only weak ones to running tasks.
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def _take_slots(self) -> int:
+        """Wait for one free slot, then take up to a full receive batch without waiting."""
+        await self._slots.acquire()
+        taken = 1
+        while taken < RECEIVE_BATCH and not self._slots.locked():
+            await self._slots.acquire()
+            taken += 1
+        return taken
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    def _start_handler(self, delivery: Delivery) -> None:
+        task = asyncio.create_task(self._handle(delivery))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            await self._pipeline.handle(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the pipeline settles what it can; the lease does the rest
+            log.exception("handler_failed", error_type=type(exc).__name__)
+        finally:
+            self._slots.release()
+
+    async def _fetch(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(maximum=30.0)
+        while not stop.is_set():
+            taken = await self._take_slots()
+            try:
+                deliveries = await self._queue.receive(
+                    taken, self._wait_seconds, self._visibility_timeout
+                )
+            except asyncio.CancelledError:
+                self._release(taken)
+                raise
+            except Exception as exc:  # queue unreachable: back off, keep the CPU low
+                self._release(taken)
+                delay = backoff.next_delay()
+                log.warning("receive_failed", error=str(exc)[:300], retry_in=delay)
+                self._heartbeats.beat(LOOP_NAME)
+                await wait_or_stop(stop, delay)
+                continue
+            backoff.reset()
+            self._heartbeats.beat(LOOP_NAME)
+            self._release(taken - len(deliveries))
+            for delivery in deliveries:
+                self._start_handler(delivery)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then shut down in three stages."""
+        self._heartbeats.register(LOOP_NAME, allowance=self._wait_seconds * 3 + 30)
+        fetcher = asyncio.create_task(self._fetch(stop))
+        try:
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({fetcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if fetcher in done:
+                fetcher.result()  # the fetcher only ends by raising: surface it
+        finally:
+            # Stage 1: stop fetching. A receive cut short leaves its messages invisible
+            # until their timeout; they are then received again (nothing is lost).
+            fetcher.cancel()
+            await asyncio.gather(fetcher, return_exceptions=True)
+            await self._drain()
+            self._heartbeats.unregister(LOOP_NAME)
+
+    async def _drain(self) -> None:
+        # Stage 2: in-flight emails may finish within the grace period.
+        if self._handlers:
+            log.info("draining", inflight=len(self._handlers), grace=self._shutdown_grace)
+            _, pending = await asyncio.wait(set(self._handlers), timeout=self._shutdown_grace)
+            # Stage 3: cancel the rest; each hands its message back or records `unknown`.
+            if pending:
+                log.warning("cancelling_inflight", count=len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=10.0)

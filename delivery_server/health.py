@@ -1,0 +1,108 @@
+"""Liveness from heartbeats, readiness from the backends, and the HTTP endpoints (§8).
+
+Only ``/metrics``, ``/healthz`` and ``/readyz`` are served; everything else is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from delivery_server.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+
+
+class Heartbeats:
+    """Each long-running loop beats after every iteration; a loop that stops beating for
+    longer than its allowance makes the process unhealthy (ECS then replaces the task)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._allowance: dict[str, float] = {}
+
+    def register(self, loop_name: str, allowance: float) -> None:
+        self._allowance[loop_name] = allowance
+        self._last[loop_name] = time.monotonic()
+
+    def beat(self, loop_name: str) -> None:
+        self._last[loop_name] = time.monotonic()
+
+    def unregister(self, loop_name: str) -> None:
+        self._allowance.pop(loop_name, None)
+        self._last.pop(loop_name, None)
+
+    def stale(self) -> list[str]:
+        """Names of loops that missed their allowance."""
+        now = time.monotonic()
+        return [n for n, a in self._allowance.items() if now - self._last[n] > a]
+
+
+class HttpServer:
+    """The metrics and health endpoints on ``host:port``."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        heartbeats: Heartbeats,
+        checks: dict[str, ReadinessCheck],
+        *,
+        check_timeout: float = 5.0,
+    ) -> None:
+        self._metrics = metrics
+        self._heartbeats = heartbeats
+        self._checks = checks
+        self._check_timeout = check_timeout
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._get_metrics)
+        app.router.add_get("/healthz", self._get_healthz)
+        app.router.add_get("/readyz", self._get_readyz)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self._app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host=host, port=port)
+        await site.start()
+        # port 0 asks the OS for a free port; report the one actually bound.
+        self.port = int(self._runner.addresses[0][1])
+        log.info("http_listening", host=host, port=self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _get_metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _get_healthz(self, _: web.Request) -> web.Response:
+        stale = self._heartbeats.stale()
+        if stale:
+            return web.json_response({"status": "unhealthy", "stale": stale}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def _get_readyz(self, _: web.Request) -> web.Response:
+        failed: list[str] = []
+        for name, check in self._checks.items():
+            try:
+                await asyncio.wait_for(check(), self._check_timeout)
+            except Exception as exc:  # any failure means "not ready": report which backend
+                log.warning("readiness_check_failed", backend=name, error=type(exc).__name__)
+                failed.append(name)
+        if failed:
+            return web.json_response({"status": "not ready", "failed": failed}, status=503)
+        return web.json_response({"status": "ready"})

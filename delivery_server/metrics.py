@@ -1,0 +1,67 @@
+"""Prometheus metrics (DESIGN §8), registered on an explicit registry at start-up.
+
+Labels carry states and outcomes only, never recipient data.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from delivery_server.models import EmailStatus, JobStatus
+
+
+class Metrics:
+    """Every metric this process exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.emails_sent = Counter(
+            "delivery_emails_sent", "Emails the provider accepted.", registry=r
+        )
+        self.emails_failed = Counter(
+            "delivery_emails_failed", "Emails that ended failed.", registry=r
+        )
+        self.emails_unknown = Counter(
+            "delivery_emails_unknown",
+            "Emails whose send may have happened but could not be confirmed.",
+            registry=r,
+        )
+        self.send_attempts = Counter(
+            "delivery_send_attempts",
+            "Send attempts by outcome (sent, retry, failed, unknown, throttled, paused).",
+            ["outcome"],
+            registry=r,
+        )
+        self.send_duration = Histogram(
+            "delivery_send_duration_seconds",
+            "Time of one provider send call.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.emails_published = Counter(
+            "delivery_emails_published", "Queue messages published.", registry=r
+        )
+        self.queue_backlog = Gauge(
+            "delivery_queue_backlog", "Approximate visible messages in the queue.", registry=r
+        )
+        self.inflight = Gauge("delivery_inflight", "Emails being handled now.", registry=r)
+        self.jobs = Gauge("delivery_jobs", "Jobs by status (database).", ["status"], registry=r)
+        self.emails = Gauge(
+            "delivery_emails", "Emails by status (database).", ["status"], registry=r
+        )
+        for job_status in JobStatus:
+            self.jobs.labels(status=job_status.value)
+        for email_status in EmailStatus:
+            self.emails.labels(status=email_status.value)
+
+    def set_counts(self, jobs: dict[JobStatus, int], emails: dict[EmailStatus, int]) -> None:
+        """Refresh the database gauges (every status, zero when absent)."""
+        for job_status in JobStatus:
+            self.jobs.labels(status=job_status.value).set(jobs.get(job_status, 0))
+        for email_status in EmailStatus:
+            self.emails.labels(status=email_status.value).set(emails.get(email_status, 0))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,290 @@
+"""Handling of one queue message: claim → render → send → record → acknowledge.
+
+Every path ends in exactly one settlement of the message (delete it, or hide it for a
+retry, or make it visible again), and of the email row (sent, queued again, failed,
+unknown). The core decides from the error class alone (``retry.decide``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import structlog
+
+from delivery_server.acks import DeleteBatcher
+from delivery_server.errors import (
+    AccountPausedError,
+    PermanentError,
+    RetryableError,
+    ThrottledError,
+)
+from delivery_server.metrics import Metrics
+from delivery_server.mime import check_header, validate_address
+from delivery_server.models import (
+    ClaimedEmail,
+    ClaimOutcome,
+    Delivery,
+    EmailStatus,
+    OutgoingEmail,
+    QueueMessage,
+    Template,
+    utcnow,
+)
+from delivery_server.ports import AttachmentLoader, EmailStore, Queue, Sender
+from delivery_server.renderer import Renderer
+from delivery_server.retry import Action, decide
+from delivery_server.sendgate import SendGate
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LOCALE = "en"
+# How long a message of a paused job stays hidden before it is looked at again.
+PAUSED_JOB_RECHECK_SECONDS = 60
+_TEMPLATE_TTL = 30.0
+_MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PipelinePolicy:
+    lease_seconds: float
+    max_attempts: int
+    retry_base_delay: float
+
+
+class _Stage(Enum):
+    PREPARING = 1  # nothing has left the process: safe to hand back
+    SENDING = 2  # the provider may have the email: never resend blindly
+
+
+class TemplateCache:
+    """Latest template per (name, locale), refreshed every ``ttl`` seconds so that a new
+    version is picked up without a query per email."""
+
+    def __init__(self, store: EmailStore, ttl: float = _TEMPLATE_TTL) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[float, Template | None]] = {}
+
+    async def get(self, name: str, locale: str) -> Template | None:
+        key = (name, locale)
+        hit = self._entries.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        template = await self._store.template(name, locale)
+        self._entries[key] = (now, template)
+        return template
+
+    async def resolve(self, name: str, locale: str | None) -> Template:
+        """The email's locale, else the default locale; missing everywhere is permanent."""
+        for candidate in dict.fromkeys((locale or DEFAULT_LOCALE, DEFAULT_LOCALE)):
+            template = await self.get(name, candidate)
+            if template is not None:
+                return template
+        raise PermanentError(f"template {name!r} does not exist")
+
+
+class Pipeline:
+    """Turns one delivery into one settled email."""
+
+    def __init__(
+        self,
+        store: EmailStore,
+        queue: Queue,
+        sender: Sender,
+        attachments: AttachmentLoader,
+        renderer: Renderer,
+        metrics: Metrics,
+        acks: DeleteBatcher,
+        gate: SendGate,
+        policy: PipelinePolicy,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._sender = sender
+        self._attachments = attachments
+        self._renderer = renderer
+        self._metrics = metrics
+        self._acks = acks
+        self._gate = gate
+        self._policy = policy
+        self._templates = TemplateCache(store)
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Handle one delivery; never raises except ``CancelledError``."""
+        try:
+            message = QueueMessage.from_body(delivery.body)
+        except PermanentError as exc:
+            log.error("queue_message_malformed", error=str(exc))
+            await self._acks.delete(delivery.receipt)
+            return
+        bound = log.bind(job_id=message.job_id, email_id=message.email_id)
+        if self._gate.paused_for() > 0:
+            # Sending is stopped account-wide: don't claim, don't burn an attempt.
+            await self._queue.change_visibility(delivery.receipt, int(self._gate.paused_for()) + 1)
+            return
+        result = await self._store.claim(message.email_id, self._policy.lease_seconds)
+        if result.outcome is ClaimOutcome.JOB_PAUSED:
+            await self._queue.change_visibility(delivery.receipt, PAUSED_JOB_RECHECK_SECONDS)
+            return
+        if result.claimed is None:
+            bound.debug("claim_lost", outcome=result.outcome.value)
+            await self._acks.delete(delivery.receipt)
+            return
+        self._metrics.inflight.inc()
+        try:
+            await self._process(result.claimed, delivery, bound)
+        finally:
+            self._metrics.inflight.dec()
+
+    async def _process(
+        self,
+        claimed: ClaimedEmail,
+        delivery: Delivery,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        stage = _Stage.PREPARING
+        email_id = claimed.email.id
+        try:
+            outgoing = await self._prepare(claimed)
+            await self._gate.wait_for_token()
+            stage = _Stage.SENDING
+            started = time.perf_counter()
+            try:
+                provider_id = await self._sender.send(outgoing)
+            finally:
+                self._metrics.send_duration.observe(time.perf_counter() - started)
+        except asyncio.CancelledError:
+            await self._settle_cancelled(email_id, delivery, stage, bound)
+            raise
+        except Exception as exc:  # every failure is settled by class (retry.decide)
+            await self._settle_failure(claimed, delivery, exc, bound)
+            return
+        await self._record(lambda: self._store.mark_sent(email_id, provider_id, utcnow()), bound)
+        self._gate.on_success()
+        self._metrics.emails_sent.inc()
+        self._metrics.send_attempts.labels(outcome="sent").inc()
+        bound.debug("email_sent", attempt=claimed.email.attempts)
+        await self._acks.delete(delivery.receipt)
+
+    async def _prepare(self, claimed: ClaimedEmail) -> OutgoingEmail:
+        email, job = claimed.email, claimed.job
+        to_address = validate_address(email.to_address)
+        template = await self._templates.resolve(job.template_name, email.locale)
+        content = self._renderer.render(template, email.variables)
+        attachments = tuple(
+            await asyncio.gather(*(self._attachments.load(ref) for ref in email.attachments))
+        )
+        return OutgoingEmail(
+            from_address=check_header("From", job.from_address),
+            to_address=to_address,
+            subject=check_header("Subject", content.subject),
+            text_body=content.text_body,
+            html_body=content.html_body,
+            reply_to=check_header("Reply-To", job.reply_to) if job.reply_to else None,
+            attachments=attachments,
+            email_id=email.id,
+            job_id=job.id,
+        )
+
+    async def _settle_failure(
+        self,
+        claimed: ClaimedEmail,
+        delivery: Delivery,
+        exc: Exception,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        email_id = claimed.email.id
+        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+        decision = decide(
+            exc, claimed.email.attempts, self._policy.max_attempts, self._policy.retry_base_delay
+        )
+        if not isinstance(
+            exc, PermanentError | RetryableError | ThrottledError | AccountPausedError
+        ):
+            bound.exception("unexpected_error", error_type=type(exc).__name__)
+        if decision.action is Action.RETRY:
+            await self._record(
+                lambda: self._store.mark_retry(email_id, error, count_attempt=True), bound
+            )
+            await self._queue.change_visibility(delivery.receipt, round(decision.delay))
+            self._metrics.send_attempts.labels(outcome="retry").inc()
+            bound.info(
+                "email_retry",
+                attempt=claimed.email.attempts,
+                delay=round(decision.delay, 1),
+                error=type(exc).__name__,
+            )
+        elif decision.action is Action.REQUEUE:
+            await self._record(
+                lambda: self._store.mark_retry(email_id, error, count_attempt=False), bound
+            )
+            await self._queue.change_visibility(delivery.receipt, round(decision.delay))
+            if isinstance(exc, AccountPausedError):
+                self._gate.pause_account()
+                self._metrics.send_attempts.labels(outcome="paused").inc()
+                bound.error("account_sending_paused", error=str(exc)[:200])
+            else:
+                self._gate.on_throttled()
+                self._metrics.send_attempts.labels(outcome="throttled").inc()
+        elif decision.action is Action.UNKNOWN:
+            await self._record(
+                lambda: self._store.mark_final(email_id, EmailStatus.UNKNOWN, error), bound
+            )
+            await self._acks.delete(delivery.receipt)
+            self._metrics.emails_unknown.inc()
+            self._metrics.send_attempts.labels(outcome="unknown").inc()
+            bound.warning("email_unknown", error=type(exc).__name__)
+        else:
+            await self._record(
+                lambda: self._store.mark_final(email_id, EmailStatus.FAILED, error), bound
+            )
+            await self._acks.delete(delivery.receipt)
+            self._metrics.emails_failed.inc()
+            self._metrics.send_attempts.labels(outcome="failed").inc()
+            bound.info("email_failed", attempt=claimed.email.attempts, error=type(exc).__name__)
+
+    async def _settle_cancelled(
+        self,
+        email_id: int,
+        delivery: Delivery,
+        stage: _Stage,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        """Shutdown passed its grace period while this email was in hand."""
+        try:
+            if stage is _Stage.PREPARING:
+                await self._store.mark_retry(email_id, None, count_attempt=False)
+                await self._queue.change_visibility(delivery.receipt, 0)
+            else:
+                await self._store.mark_final(
+                    email_id, EmailStatus.UNKNOWN, "send interrupted by shutdown"
+                )
+                await self._acks.delete(delivery.receipt)
+                self._metrics.emails_unknown.inc()
+            bound.warning("email_interrupted", stage=stage.name.lower())
+        except Exception as exc:  # the lease and the reconciler settle it later
+            bound.warning("interrupt_settle_failed", error=type(exc).__name__)
+
+    async def _record(
+        self, write: Callable[[], Awaitable[None]], bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Retry a write that settles an email: after a send, losing it would turn a
+        delivered email into an ``unknown`` one. Bounded by half the lease, after which
+        the reconciler owns the email."""
+        delay = 0.2
+        deadline = time.monotonic() + self._policy.lease_seconds / 2
+        while True:
+            try:
+                await write()
+                return
+            except RetryableError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                bound.warning("store_write_retry", error=str(exc)[:200], retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,66 @@
+"""The send gate: an account-wide pause and a send rate, shared by every handler.
+
+An ``AccountPausedError`` closes the gate for everyone (instead of each email burning its
+attempts); throttling halves the rate, and successes bring it back up gradually
+(additive increase, multiplicative decrease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+ACCOUNT_PAUSE_SECONDS = 60.0
+
+
+class SendGate:
+    """A token bucket with an adaptive rate (``None`` = unlimited) and a pause switch."""
+
+    def __init__(self, max_rate: float | None = None) -> None:
+        self._max_rate = max_rate
+        self._rate = max_rate
+        self._tokens = 1.0
+        self._updated = time.monotonic()
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def rate(self) -> float | None:
+        return self._rate
+
+    def set_max_rate(self, max_rate: float | None) -> None:
+        self._max_rate = max_rate
+        self._rate = max_rate
+
+    def paused_for(self) -> float:
+        """Seconds left in an account-wide pause (0 when sending is allowed)."""
+        return max(0.0, self._paused_until - time.monotonic())
+
+    def pause_account(self, seconds: float = ACCOUNT_PAUSE_SECONDS) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    def on_throttled(self) -> None:
+        if self._rate is not None:
+            self._rate = max(1.0, self._rate / 2)
+
+    def on_success(self) -> None:
+        if self._rate is not None and self._max_rate is not None and self._rate < self._max_rate:
+            self._rate = min(self._max_rate, self._rate + 0.5)
+
+    async def wait_for_token(self) -> None:
+        """Wait until a send is allowed under the pause and the current rate."""
+        pause = self.paused_for()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        if self._rate is None:
+            return
+        async with self._lock:  # one waiter at a time keeps the bucket fair and simple
+            while True:
+                now = time.monotonic()
+                rate = self._rate or 1.0
+                self._tokens = min(max(rate, 1.0), self._tokens + (now - self._updated) * rate)
+                self._updated = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                await asyncio.sleep((1.0 - self._tokens) / rate)

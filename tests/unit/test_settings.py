@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from delivery_server.errors import ConfigError
+from delivery_server.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("DELIVERY_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    settings = load_settings()
+    assert (settings.queue, settings.sender, settings.max_attempts) == ("local", "outbox", 3)
+    assert settings.database_url.get_secret_value().startswith("sqlite:///")
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
+
+
+def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("concurrency = 7\npoll_interval = 3.0\n")
+    monkeypatch.setenv("DELIVERY_CONCURRENCY", "9")
+    settings = load_settings(config)
+    assert settings.concurrency == 9
+    assert settings.poll_interval == 3.0
+
+
+def test_unknown_file_keys_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("concurrenc = 7\n")
+    with pytest.raises(ConfigError, match="concurrenc"):
+        load_settings(config)
+
+
+def test_unknown_environment_settings_are_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELIVERY_CONCURENCY", "9")
+    with pytest.raises(ConfigError, match="DELIVERY_CONCURENCY"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("DELIVERY_QUEUE", "kafka", "DELIVERY_QUEUE"),
+        ("DELIVERY_CONCURRENCY", "0", "DELIVERY_CONCURRENCY"),
+        ("DELIVERY_DATABASE_URL", "postgres://x", "DELIVERY_DATABASE_URL"),
+        ("DELIVERY_HTTP_PORT", "http", "DELIVERY_HTTP_PORT"),
+    ],
+)
+def test_bad_values_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert named in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_sqs_needs_a_queue_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELIVERY_QUEUE", "sqs")
+    with pytest.raises(ConfigError, match="DELIVERY_SQS_QUEUE_URL"):
+        load_settings()
+
+
+def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELIVERY_DATABASE_URL", "mysql://u:hunter2@db:3306/x")
+    assert "hunter2" not in repr(load_settings())
+
+
+def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "missing.toml")
