@@ -1,0 +1,250 @@
+"""Reading a recipients file (CSV or JSONL) one row at a time.
+
+Files can hold half a million rows, so nothing here keeps more than one row in memory:
+``read_recipients`` is a generator that yields ``(line_number, NewEmail)`` for a good row
+and ``(line_number, reason)`` for a bad one, so that callers can report bad rows and still
+import the good ones. Problems with the file as a whole (unreadable, not UTF-8, no
+``email`` column) raise ``RecipientsFileError`` instead.
+
+CSV: a header row with an ``email`` column; optional ``locale`` and ``attachments`` (a JSON
+list of attachment objects) columns; every other column is a string template variable.
+
+JSONL: one JSON object per line with ``email``, optional ``locale`` and ``attachments``;
+every other key is a template variable (nested values are kept as they are).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+from email_validator import EmailNotValidError, validate_email
+
+from delivery_server.errors import DeliveryError, PermanentError
+from delivery_server.models import AttachmentRef, NewEmail
+
+# Columns (CSV) or keys (JSONL) that are not template variables.
+EMAIL_KEY, LOCALE_KEY, ATTACHMENTS_KEY = "email", "locale", "attachments"
+CSV_SUFFIXES = frozenset({".csv"})
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+
+# BCP 47-ish: "en", "de-CH", "pt_BR", "zh-Hant-TW". Anything else is surely a data error.
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
+
+Row = tuple[int, NewEmail | str]
+
+
+class RecipientsFileError(DeliveryError):
+    """The recipients file as a whole cannot be read (not a bad row)."""
+
+
+def is_valid_locale(locale: str) -> bool:
+    """Whether ``locale`` looks like a language tag (``en``, ``de-CH``)."""
+    return _LOCALE.fullmatch(locale) is not None
+
+
+def normalize_address(address: str) -> str:
+    """The address as it should be sent to; ``PermanentError`` when it is not valid.
+
+    Deliverability (DNS) is not checked: importing 500,000 rows must not do 500,000 lookups.
+    """
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise PermanentError(f"invalid email address: {exc}") from exc
+
+
+def read_recipients(path: Path) -> Iterator[Row]:
+    """Yield every non-blank row of a ``.csv`` or ``.jsonl`` file, in file order."""
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES | JSONL_SUFFIXES:
+        raise RecipientsFileError(
+            f"{path}: unknown recipients format {suffix or '(no extension)'!r}: "
+            "use a .csv or .jsonl file"
+        )
+    try:
+        if suffix in CSV_SUFFIXES:
+            # newline="" lets the csv module see line breaks inside quoted fields.
+            with path.open(encoding="utf-8-sig", newline="") as stream:
+                yield from _read_csv(path, stream)
+        else:
+            with path.open("rb") as binary:
+                yield from _read_jsonl(binary)
+    except OSError as exc:
+        raise RecipientsFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _read_csv(path: Path, stream: TextIO) -> Iterator[Row]:
+    reader = csv.reader(stream, strict=True)
+    header, header_line = _csv_header(path, reader)
+    # Reserved columns match in any case; variables keep the header's spelling.
+    keys = [name.lower() for name in header]
+    email_at = keys.index(EMAIL_KEY)
+    locale_at = keys.index(LOCALE_KEY) if LOCALE_KEY in keys else None
+    attachments_at = keys.index(ATTACHMENTS_KEY) if ATTACHMENTS_KEY in keys else None
+    variable_columns = [
+        (i, name) for i, name in enumerate(header) if i not in (email_at, locale_at, attachments_at)
+    ]
+    last_line = header_line
+    while True:
+        line = last_line + 1  # a quoted field may span lines: report where the row starts
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise RecipientsFileError(f"{path}: not UTF-8 text near line {line}") from exc
+        except csv.Error as exc:
+            # The reader resumes on the next line, so this is one bad row; only an
+            # unclosed quote runs to the end of the file, and the message says so.
+            last_line = reader.line_num
+            hint = (
+                " (an unclosed quote runs to the end of the file)"
+                if "end of data" in str(exc)
+                else ""
+            )
+            yield line, f"malformed CSV: {exc}{hint}"
+            continue
+        last_line = reader.line_num
+        if not any(field.strip() for field in fields):
+            continue  # blank line (or a row of empty cells)
+        if len(fields) != len(header):
+            yield line, f"has {len(fields)} fields but the header has {len(header)}"
+            continue
+        variables: dict[str, Any] = {name: fields[i] for i, name in variable_columns}
+        yield (
+            line,
+            _new_email(
+                fields[email_at],
+                fields[locale_at] if locale_at is not None else None,
+                fields[attachments_at] if attachments_at is not None else None,
+                variables,
+                attachments_are_json_text=True,
+            ),
+        )
+
+
+def _csv_header(path: Path, reader: Any) -> tuple[list[str], int]:
+    try:
+        for raw in reader:
+            if any(cell.strip() for cell in raw):
+                header = [cell.strip() for cell in raw]
+                break
+        else:
+            raise RecipientsFileError(f"{path}: the file is empty (no header row)")
+    except UnicodeDecodeError as exc:
+        raise RecipientsFileError(f"{path}: not UTF-8 text") from exc
+    except csv.Error as exc:
+        raise RecipientsFileError(f"{path}: malformed CSV header: {exc}") from exc
+    line = int(reader.line_num)
+    if EMAIL_KEY not in (name.lower() for name in header):
+        found = ", ".join(repr(name) for name in header)
+        raise RecipientsFileError(
+            f"{path}: line {line}: the header has no 'email' column (found {found})"
+        )
+    if "" in header:
+        raise RecipientsFileError(
+            f"{path}: line {line}: column {header.index('') + 1} of the header has no name"
+        )
+    keys = [name.lower() for name in header]
+    duplicates = sorted({name for name in keys if keys.count(name) > 1})
+    if duplicates:
+        raise RecipientsFileError(
+            f"{path}: line {line}: the header repeats the column {duplicates[0]!r}"
+        )
+    return header, line
+
+
+def _read_jsonl(binary: Any) -> Iterator[Row]:
+    for line, raw in enumerate(binary, start=1):
+        if line == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte order mark
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield line, "not UTF-8 text"
+            continue
+        if not text.strip():
+            continue
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            column = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            yield line, f"invalid JSON: {reason}{column}"
+            continue
+        if not isinstance(data, dict):
+            yield line, f"expected a JSON object, found {type(data).__name__}"
+            continue
+        email, locale = data.pop(EMAIL_KEY, None), data.pop(LOCALE_KEY, None)
+        attachments = data.pop(ATTACHMENTS_KEY, None)
+        yield line, _new_email(email, locale, attachments, data, attachments_are_json_text=False)
+
+
+def _new_email(
+    email: Any,
+    locale: Any,
+    attachments: Any,
+    variables: dict[str, Any],
+    *,
+    attachments_are_json_text: bool,
+) -> NewEmail | str:
+    """Build one row's email, or the reason it is invalid."""
+    if email is None or (isinstance(email, str) and not email.strip()):
+        return "missing email address"
+    if not isinstance(email, str):
+        return "email must be a string"
+    if locale is not None and not isinstance(locale, str):
+        return "locale must be a string"
+    locale = locale.strip() if locale else None
+    if locale and not is_valid_locale(locale):
+        return f"invalid locale {locale!r}"
+    try:
+        address = normalize_address(email.strip())
+        refs = _attachments(attachments, attachments_are_json_text)
+    except PermanentError as exc:
+        return str(exc)
+    return NewEmail(
+        to_address=address, variables=variables, locale=locale or None, attachments=refs
+    )
+
+
+def _attachments(raw: Any, is_json_text: bool) -> tuple[AttachmentRef, ...]:
+    if is_json_text:
+        if raw is None or not raw.strip():
+            return ()
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise PermanentError("attachments: not valid JSON") from exc
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PermanentError("attachments must be a JSON list of objects")
+    try:
+        refs = tuple(AttachmentRef.from_json(item) for item in raw)
+    except PermanentError as exc:
+        raise PermanentError(f"attachments: {exc}") from exc
+    for ref in refs:
+        _check_uri(ref.uri)
+    return refs
+
+
+def _check_uri(uri: str) -> None:
+    """Refuse what the attachment loader would refuse anyway, at import rather than send."""
+    if uri.startswith("s3://"):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not bucket or not key:
+            raise PermanentError(f"attachments: {uri!r} needs s3://bucket/key")
+        return
+    if not uri.startswith("file:"):
+        raise PermanentError("attachments: uri must start with file: or s3://")
+    relative = PurePosixPath(uri.removeprefix("file:"))
+    if not relative.parts or relative.is_absolute() or ".." in relative.parts:
+        raise PermanentError(
+            f"attachments: {uri!r} must be a relative path inside the attachments directory"
+        )
