@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 LOOP_NAME = "consumer"
 RECEIVE_BATCH = 10  # the most SQS hands out per ReceiveMessage
 LONG_POLL_SECONDS = 20.0  # the longest SQS long poll
+STOP_FETCH_WAIT = 1.0  # how long a receive under way may finish at shutdown
 
 
 class Consumer:
@@ -99,8 +100,24 @@ class Consumer:
             backoff.reset()
             self._heartbeats.beat(LOOP_NAME)
             self._release(taken - len(deliveries))
+            if stop.is_set():
+                await self._hand_back(deliveries)
+                return
             for delivery in deliveries:
                 self._start_handler(delivery)
+
+    async def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Make messages received during shutdown visible again at once."""
+        results = await asyncio.gather(
+            *(self._queue.change_visibility(d.receipt, 0) for d in deliveries),
+            return_exceptions=True,
+        )
+        self._release(len(deliveries))
+        if deliveries:
+            log.info("messages_handed_back", count=len(deliveries))
+        for result in results:
+            if isinstance(result, Exception):  # it comes back after its timeout instead
+                log.warning("hand_back_failed", error=type(result).__name__)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then shut down in three stages."""
@@ -113,8 +130,10 @@ class Consumer:
             if fetcher in done:
                 fetcher.result()  # the fetcher only ends by raising: surface it
         finally:
-            # Stage 1: stop fetching. A receive cut short leaves its messages invisible
-            # until their timeout; they are then received again (nothing is lost).
+            # Stage 1: stop fetching. A receive under way may finish for a moment, and
+            # hands back what it got; one cut short leaves its messages invisible until
+            # their timeout, after which they are received again (nothing is lost).
+            await asyncio.wait({fetcher}, timeout=STOP_FETCH_WAIT)
             fetcher.cancel()
             await asyncio.gather(fetcher, return_exceptions=True)
             await self._drain()

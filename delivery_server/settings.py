@@ -68,7 +68,9 @@ class Settings(BaseSettings):
         if self.sender == "smtp" and self.smtp_url is None:
             raise ValueError("smtp_url: required when DELIVERY_SENDER=smtp")
         url = self.database_url.get_secret_value()
-        if not url.startswith(("mysql://", "mysql+aiomysql://", "sqlite://", "sqlite+aiosqlite://")):
+        if not url.startswith(
+            ("mysql://", "mysql+aiomysql://", "sqlite://", "sqlite+aiosqlite://")
+        ):
             raise ValueError("database_url: must start with mysql:// or sqlite:///")
         if self.smtp_url is not None and not self.smtp_url.get_secret_value().startswith(
             ("smtp://", "smtps://")

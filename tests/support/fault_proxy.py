@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -33,6 +34,8 @@ class FaultProxy:
         # How many times each recipient's fault fires before sends go through (None: always).
         self.fault_budget: dict[str, int] = {}
         self.sends: Counter[str] = Counter()
+        # Seconds every SES send waits before it is forwarded (a slow provider).
+        self.send_delay = 0.0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -89,6 +92,8 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 status = proxy._fault_for(self.path, body)
+                if proxy.send_delay and self.path.startswith(SES_SEND_PATH):
+                    time.sleep(proxy.send_delay)
                 if status is not None:
                     code, message = _ERRORS[status]
                     data = json.dumps({"message": message}).encode()
