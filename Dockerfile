@@ -1,0 +1,27 @@
+# delivery-server as ECS/Fargate runs it: one process, settings from the environment.
+# Build: docker build -t delivery-server .   Run: docker compose -f docker/compose.yml up
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY delivery_server ./delivery_server
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.12-slim
+RUN useradd --system --uid 10001 --home-dir /app delivery && mkdir -p /app && chown delivery /app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER delivery
+WORKDIR /app
+# Inside a container the metrics/health port must be reachable by the load balancer and
+# Prometheus; outside one the default stays loopback-only.
+ENV DELIVERY_HTTP_HOST=0.0.0.0 \
+    DELIVERY_LOG_FORMAT=json \
+    PYTHONUNBUFFERED=1
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
+# ECS sends SIGTERM and waits stopTimeout (30 s by default): DELIVERY_SHUTDOWN_GRACE=25
+# lets in-flight sends finish inside that window.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["delivery-server"]
+CMD ["run"]
