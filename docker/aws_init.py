@@ -7,7 +7,7 @@ import botocore.session
 
 endpoint = os.environ["AWS_ENDPOINT_URL"]
 session = botocore.session.get_session()
-for attempt in range(60):
+for _attempt in range(60):
     try:
         sqs = session.create_client("sqs", endpoint_url=endpoint)
         sqs.create_queue(QueueName="delivery")
