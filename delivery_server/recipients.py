@@ -18,13 +18,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
-
-from email_validator import EmailNotValidError, validate_email
+from typing import Any, BinaryIO
 
 from delivery_server.errors import DeliveryError, PermanentError
+from delivery_server.mime import validate_address
 from delivery_server.models import AttachmentRef, NewEmail
 
 # Columns (CSV) or keys (JSONL) that are not template variables.
@@ -36,6 +35,8 @@ JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 _LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
 
 Row = tuple[int, NewEmail | str]
+# Splits after a CR that is not followed by LF.
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 
 class RecipientsFileError(DeliveryError):
@@ -47,18 +48,7 @@ def is_valid_locale(locale: str) -> bool:
     return _LOCALE.fullmatch(locale) is not None
 
 
-def normalize_address(address: str) -> str:
-    """The address as it should be sent to; ``PermanentError`` when it is not valid.
-
-    Deliverability (DNS) is not checked: importing 500,000 rows must not do 500,000 lookups.
-    """
-    try:
-        return validate_email(address, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise PermanentError(f"invalid email address: {exc}") from exc
-
-
-def read_recipients(path: Path) -> Iterator[Row]:
+def read_recipients(path: Path) -> Generator[Row, None, None]:
     """Yield every non-blank row of a ``.csv`` or ``.jsonl`` file, in file order."""
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES | JSONL_SUFFIXES:
@@ -67,19 +57,39 @@ def read_recipients(path: Path) -> Iterator[Row]:
             "use a .csv or .jsonl file"
         )
     try:
-        if suffix in CSV_SUFFIXES:
-            # newline="" lets the csv module see line breaks inside quoted fields.
-            with path.open(encoding="utf-8-sig", newline="") as stream:
-                yield from _read_csv(path, stream)
-        else:
-            with path.open("rb") as binary:
-                yield from _read_jsonl(binary)
+        with path.open("rb") as binary:
+            lines = _utf8_lines(path, binary, split_lone_cr=suffix in CSV_SUFFIXES)
+            if suffix in CSV_SUFFIXES:
+                yield from _read_csv(path, lines)
+            else:
+                yield from _read_jsonl(lines)
     except OSError as exc:
         raise RecipientsFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
-def _read_csv(path: Path, stream: TextIO) -> Iterator[Row]:
-    reader = csv.reader(stream, strict=True)
+def _utf8_lines(path: Path, binary: BinaryIO, *, split_lone_cr: bool) -> Iterator[str]:
+    """Decode line by line, so that an encoding error names its exact line.
+
+    Lines keep their endings: the csv module needs them inside quoted fields. Spreadsheets
+    on macOS may end CSV lines with a lone CR, which is split here as text mode would.
+    """
+    for number, raw in enumerate(binary, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipientsFileError(
+                f"{path}: line {number} is not UTF-8 text (save the file as UTF-8)"
+            ) from exc
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # byte order mark
+        if split_lone_cr and "\r" in text.rstrip("\r\n"):
+            yield from (piece for piece in _LONE_CR.split(text) if piece)
+        else:
+            yield text
+
+
+def _read_csv(path: Path, lines: Iterator[str]) -> Iterator[Row]:
+    reader = csv.reader(lines, strict=True)
     header, header_line = _csv_header(path, reader)
     # Reserved columns match in any case; variables keep the header's spelling.
     keys = [name.lower() for name in header]
@@ -96,8 +106,6 @@ def _read_csv(path: Path, stream: TextIO) -> Iterator[Row]:
             fields = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError as exc:
-            raise RecipientsFileError(f"{path}: not UTF-8 text near line {line}") from exc
         except csv.Error as exc:
             # The reader resumes on the next line, so this is one bad row; only an
             # unclosed quote runs to the end of the file, and the message says so.
@@ -136,8 +144,6 @@ def _csv_header(path: Path, reader: Any) -> tuple[list[str], int]:
                 break
         else:
             raise RecipientsFileError(f"{path}: the file is empty (no header row)")
-    except UnicodeDecodeError as exc:
-        raise RecipientsFileError(f"{path}: not UTF-8 text") from exc
     except csv.Error as exc:
         raise RecipientsFileError(f"{path}: malformed CSV header: {exc}") from exc
     line = int(reader.line_num)
@@ -159,15 +165,8 @@ def _csv_header(path: Path, reader: Any) -> tuple[list[str], int]:
     return header, line
 
 
-def _read_jsonl(binary: Any) -> Iterator[Row]:
-    for line, raw in enumerate(binary, start=1):
-        if line == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte order mark
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield line, "not UTF-8 text"
-            continue
+def _read_jsonl(lines: Iterator[str]) -> Iterator[Row]:
+    for line, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
@@ -204,7 +203,8 @@ def _new_email(
     if locale and not is_valid_locale(locale):
         return f"invalid locale {locale!r}"
     try:
-        address = normalize_address(email.strip())
+        # Same check as at send time, so that an imported address cannot fail it later.
+        address = validate_address(email.strip())
         refs = _attachments(attachments, attachments_are_json_text)
     except PermanentError as exc:
         return str(exc)

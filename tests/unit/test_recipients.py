@@ -57,10 +57,10 @@ def test_csv_byte_order_mark_blank_lines_and_unicode(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "r.csv",
-        "\ufeffEmail,Name\r\n\r\nzoë@example.com,Zoë Ünal\r\n,\r\nli@example.com,李小龙\r\n",
+        "\ufeffEmail,Name\r\n\r\nzoe@bücher.example,Zoë Ünal\r\n,\r\nli@example.com,李小龙\r\n",
     )
     assert rows(path) == [
-        (3, NewEmail("zoë@example.com", {"Name": "Zoë Ünal"})),
+        (3, NewEmail("zoe@xn--bcher-kva.example", {"Name": "Zoë Ünal"})),
         (5, NewEmail("li@example.com", {"Name": "李小龙"})),
     ]
 
@@ -80,7 +80,7 @@ def test_csv_bad_rows_are_reported_with_their_line_and_the_rest_imports(tmp_path
     result = rows(path)
     reasons = {line: item for line, item in result if isinstance(item, str)}
     assert set(reasons) == {2, 3, 4, 5, 6}
-    assert reasons[2].startswith("invalid email address")
+    assert reasons[2].startswith("invalid recipient address")
     assert reasons[3] == "missing email address"
     assert reasons[4] == "has 2 fields but the header has 3"
     assert reasons[5] == "invalid locale '??'"
@@ -147,8 +147,16 @@ def test_csv_bad_headers_are_file_errors(tmp_path: Path, text: str, message: str
 
 def test_csv_that_is_not_utf8_is_a_file_error(tmp_path: Path) -> None:
     path = write(tmp_path, "r.csv", "email,name\na@example.com,J\xf6rg\n", encoding="latin-1")
-    with pytest.raises(RecipientsFileError, match="not UTF-8"):
+    with pytest.raises(RecipientsFileError, match="line 2 is not UTF-8 text"):
         rows(path)
+
+
+def test_csv_with_classic_mac_line_endings(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.csv", 'email,note\ra@example.com,"x\ry"\rb@example.com,z\r')
+    assert rows(path) == [
+        (2, NewEmail("a@example.com", {"note": "x\ry"})),
+        (4, NewEmail("b@example.com", {"note": "z"})),
+    ]
 
 
 def test_jsonl_keeps_nested_variables(tmp_path: Path) -> None:
@@ -203,10 +211,11 @@ def test_jsonl_malformed_lines_are_reported_and_the_rest_imports(tmp_path: Path)
     assert result[7] == (9, NewEmail("i@example.com"))
 
 
-def test_jsonl_line_that_is_not_utf8_is_one_bad_row(tmp_path: Path) -> None:
+def test_jsonl_that_is_not_utf8_is_a_file_error_naming_the_line(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
-    path.write_bytes(b'{"email": "a@example.com", "n": "\xff"}\n{"email": "b@example.com"}\n')
-    assert rows(path) == [(1, "not UTF-8 text"), (2, NewEmail("b@example.com"))]
+    path.write_bytes(b'{"email": "a@example.com"}\n{"email": "b@example.com", "n": "\xff"}\n')
+    with pytest.raises(RecipientsFileError, match="line 2 is not UTF-8 text"):
+        rows(path)
 
 
 def test_unknown_extension_and_missing_file_are_file_errors(tmp_path: Path) -> None:
@@ -219,6 +228,14 @@ def test_unknown_extension_and_missing_file_are_file_errors(tmp_path: Path) -> N
 def test_addresses_are_normalized(tmp_path: Path) -> None:
     path = write(tmp_path, "r.csv", "email\n  Ann@EXAMPLE.com \n")
     assert rows(path) == [(2, NewEmail("Ann@example.com"))]
+
+
+def test_non_ascii_local_parts_are_refused_at_import(tmp_path: Path) -> None:
+    # Neither SES nor the SMTP client speaks SMTPUTF8: better to say so before sending.
+    [(line, reason)] = rows(write(tmp_path, "r.csv", "email\nzoë@example.com\n"))
+    assert line == 2
+    assert isinstance(reason, str)
+    assert reason.startswith("invalid recipient address")
 
 
 def test_rows_are_streamed_not_loaded(tmp_path: Path) -> None:
