@@ -152,9 +152,7 @@ class LocalQueue:
         self._release_due(asyncio.get_running_loop().time())
         return len(self._visible)
 
-    # A timeout argument (not asyncio.timeout) so that a timed-out join can say how many
-    # messages are left, like dramatiq's StubBroker.join.
-    async def join(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def join(self, timeout: float | None = None) -> None:
         """Wait until the queue holds no message at all, visible or in flight (every
         message deleted). Raise ``TimeoutError`` if that takes longer than ``timeout``."""
         loop = asyncio.get_running_loop()
