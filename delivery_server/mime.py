@@ -1,0 +1,168 @@
+"""MIME building and the address/header safety checks every sender relies on.
+
+Variables come from upstream systems and end up in headers (subject, display names,
+attachment filenames), so every header value is checked before it is written: no line
+breaks or other control characters (header injection: ``Subject: Hi\\r\\nBcc: ...``), and
+no raw RFC 2047 encoded words (``=?utf-8?q?...?=``), which a mail reader would decode
+into whatever an attacker put there. The stdlib encodes non-ASCII text itself.
+
+Error messages never contain the offending value: they end up in logs and in
+``last_error``, and the value is personal data.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+
+from email_validator import EmailNotValidError, validate_email
+
+from delivery_server.errors import PermanentError
+from delivery_server.models import OutgoingEmail
+
+# SES v2 accepts messages up to 40 MB, attachments (base64-encoded) included.
+MAX_SES_MESSAGE_BYTES = 40 * 1024 * 1024
+
+# Any "=?" ... "?=" pair: broader than the RFC 2047 grammar on purpose, because lenient
+# mail readers decode malformed encoded words too.
+_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
+# Bidirectional overrides make "invoice\u202efdp.exe" display as "invoiceexe.pdf".
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_MIME_NAME_CHARS = r"[A-Za-z0-9!#$&^_.+-]+"
+_CONTENT_TYPE = re.compile(rf"{_MIME_NAME_CHARS}/{_MIME_NAME_CHARS}")
+# Parts of validator messages that may quote the address: '...', "...", (...).
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^)]*\)")
+
+
+def validate_address(address: str) -> str:
+    """Check an address's syntax (no DNS lookup) and return its normalized ASCII form.
+
+    Internationalized local parts are refused: neither SES nor our SMTP client speaks
+    SMTPUTF8. Internationalized domains come back in their IDNA (``xn--``) form.
+    """
+    if "\r" in address or "\n" in address:
+        raise PermanentError("invalid recipient address: contains a line break")
+    try:
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        # `from None`: the validator's own message may quote parts of the address.
+        raise PermanentError(f"invalid recipient address: {_without_quotes(str(exc))}") from None
+    return valid.ascii_email or valid.normalized
+
+
+def _without_quotes(reason: str) -> str:
+    return " ".join(_QUOTED.sub("", reason).split()).rstrip(" :.") or "bad syntax"
+
+
+def check_header(name: str, value: str) -> str:
+    """Return ``value`` unchanged if it is safe in header ``name``; else PermanentError."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            raise PermanentError(f"header injection attempt in {name}")
+    if _ENCODED_WORD.search(value):
+        raise PermanentError(f"header injection attempt in {name}")
+    return value
+
+
+def _mailbox(name: str, value: str) -> tuple[str, str]:
+    """Split ``Display Name <addr>`` or a bare address into a checked (name, address)."""
+    check_header(name, value)
+    text = value.strip()
+    display = ""
+    if text.endswith(">") and "<" in text:
+        cut = text.rindex("<")
+        display, text = text[:cut].strip(), text[cut + 1 : -1]
+        if len(display) >= 2 and display[0] == display[-1] == '"':
+            display = display[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return display, validate_address(text)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedEmail:
+    """The header values of an email after every safety check, ready to use."""
+
+    from_address: str  # bare, normalized: the envelope sender
+    from_header: str  # with display name, RFC 2047-encoded when not ASCII
+    to_address: str
+    subject: str
+    reply_to_address: str | None = None
+    reply_to_header: str | None = None
+
+
+def check_email(email: OutgoingEmail) -> CheckedEmail:
+    """Check every header an email will carry (addresses, subject, attachment names).
+
+    Raises PermanentError naming the header, never its value.
+    """
+    from_name, from_address = _mailbox("From", email.from_address)
+    to_address = validate_address(check_header("To", email.to_address))
+    reply_address = reply_header = None
+    if email.reply_to:
+        reply_name, reply_address = _mailbox("Reply-To", email.reply_to)
+        reply_header = formataddr((reply_name, reply_address))
+    for attachment in email.attachments:
+        check_header("attachment filename", attachment.filename)
+        if not _CONTENT_TYPE.fullmatch(attachment.content_type):
+            raise PermanentError("attachment content_type must look like type/subtype")
+    return CheckedEmail(
+        from_address=from_address,
+        from_header=formataddr((from_name, from_address)),
+        to_address=to_address,
+        subject=check_header("Subject", email.subject),
+        reply_to_address=reply_address,
+        reply_to_header=reply_header,
+    )
+
+
+def build_message(email: OutgoingEmail) -> EmailMessage:
+    """Build the checked MIME message (CRLF line endings once serialized).
+
+    ``text/plain``, with a ``text/html`` alternative when there is one, and the
+    attachments after it. ``Message-ID`` is fresh on every call.
+    """
+    checked = check_email(email)
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = checked.from_header
+    msg["To"] = Address(addr_spec=checked.to_address)
+    if checked.reply_to_header is not None:
+        msg["Reply-To"] = checked.reply_to_header
+    msg["Subject"] = checked.subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    domain = checked.from_address.rpartition("@")[2]
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@{domain}>"
+    if email.job_id is not None:
+        msg["X-Delivery-Job-Id"] = str(email.job_id)
+    if email.email_id is not None:
+        msg["X-Delivery-Email-Id"] = str(email.email_id)
+    # Quoted-printable keeps every line 7-bit and short, whatever the relay supports.
+    msg.set_content(email.text_body, cte="quoted-printable")
+    if email.html_body is not None:
+        msg.add_alternative(email.html_body, subtype="html", cte="quoted-printable")
+    for attachment in email.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        msg.add_attachment(
+            attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    for part in msg.walk():
+        if part is not msg:  # the stdlib repeats MIME-Version in every part it adds
+            del part["MIME-Version"]
+    return msg
+
+
+def build_mime(email: OutgoingEmail) -> bytes:
+    """The email as standard RFC 5322 bytes (what SES Raw, SMTP and ``.eml`` files take)."""
+    return build_message(email).as_bytes()
+
+
+def check_message_size(raw: bytes | int, limit: int = MAX_SES_MESSAGE_BYTES) -> None:
+    """Refuse a message (bytes, or its size) larger than ``limit``: it can never be sent."""
+    size = raw if isinstance(raw, int) else len(raw)
+    if size > limit:
+        raise PermanentError(f"message too large: {size} bytes, the limit is {limit}")
