@@ -58,7 +58,9 @@ def validate_address(address: str) -> str:
 
 
 def _without_quotes(reason: str) -> str:
-    return " ".join(_QUOTED.sub("", reason).split()).rstrip(" :.") or "bad syntax"
+    cleaned = re.sub(r"[\s,]*,[\s,]*", ", ", _QUOTED.sub("", reason))
+    cleaned = re.sub(r":\s*(,\s*)+", ": ", cleaned)  # a list whose items were all quoted
+    return " ".join(cleaned.split()).strip(" :.,") or "bad syntax"
 
 
 def check_header(name: str, value: str) -> str:
