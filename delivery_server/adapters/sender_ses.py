@@ -1,0 +1,271 @@
+"""The SES v2 sender: one ``SendEmail`` call per email, exactly one attempt per call.
+
+Emails without attachments go as ``Simple`` content (SES builds the MIME); emails with
+attachments go as ``Raw`` content built by ``mime.build_mime``. Either way every header is
+checked first (``mime.check_email``).
+
+How SES and transport failures map onto the error tree (``errors``):
+
+================================================================  =======================
+SES error code / failure                                          raised
+================================================================  =======================
+``MessageRejected``, ``MailFromDomainNotVerifiedException``,      ``PermanentError``
+``BadRequestException``, ``NotFoundException``, invalid
+parameter / validation errors, any other 4xx
+``TooManyRequestsException``, ``LimitExceededException``,         ``ThrottledError``
+``Throttling*``, "Maximum sending rate exceeded", HTTP 429
+``AccountSuspendedException``, ``SendingPausedException``,        ``AccountPausedError``
+"Daily message quota exceeded", bad or missing credentials,
+access denied (every send would fail the same way: pause,
+do not burn the job's attempts)
+HTTP 5xx, ``InternalFailure``, ``ServiceUnavailable``             ``RetryableError``
+connection refused, DNS failure, connect timeout, TLS             ``RetryableError``
+handshake failure (the request surely never left)
+read timeout, connection reset or closed after the request        ``UncertainSendError``
+was written (``ReadTimeoutError``, ``ConnectionClosedError``:
+SES may have accepted the email)
+================================================================  =======================
+
+Error messages carry the SES error code, never SES's own message text: that text can
+quote addresses.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from delivery_server.errors import (
+    AccountPausedError,
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    ThrottledError,
+    UncertainSendError,
+)
+from delivery_server.mime import build_mime, check_email, check_message_size
+from delivery_server.models import OutgoingEmail
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sesv2.client import SESV2Client
+    from types_aiobotocore_sesv2.type_defs import EmailContentTypeDef
+
+_PERMANENT_CODES = frozenset(
+    {
+        "MessageRejected",
+        "MailFromDomainNotVerifiedException",
+        "MailFromDomainNotVerified",
+        "BadRequestException",
+        "NotFoundException",
+        "InvalidParameterValue",
+        "InvalidParameterValueException",
+        "ValidationException",
+        "ValidationError",
+    }
+)
+_THROTTLED_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+    }
+)
+_PAUSED_CODES = frozenset(
+    {
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "MissingAuthenticationToken",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+_RETRYABLE_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalServerError",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def _translate_client_error(exc: ClientError) -> DeliveryError:
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "") or "unknown"
+    message = (error.get("Message") or "").lower()
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    what = f"SES {code} (HTTP {status})"
+    if "daily message quota exceeded" in message:
+        return AccountPausedError(f"{what}: daily sending quota exceeded")
+    if "maximum sending rate exceeded" in message or code in _THROTTLED_CODES or status == 429:
+        return ThrottledError(what)
+    if code in _PAUSED_CODES:
+        return AccountPausedError(what)
+    if code in _PERMANENT_CODES:
+        return PermanentError(f"{what}: message rejected")
+    if code in _RETRYABLE_CODES or status >= 500:
+        return RetryableError(what)
+    return PermanentError(f"{what}: request refused")
+
+
+def _surely_not_sent(exc: EndpointConnectionError) -> bool:
+    """True when the connection itself failed, so no byte of the request left."""
+    cause = exc.kwargs.get("error")
+    return isinstance(
+        cause, aiohttp.ClientConnectorError | socket.gaierror | ConnectionRefusedError
+    )
+
+
+def translate_ses_error(exc: Exception) -> DeliveryError:
+    """Map an exception from ``SendEmail`` onto the error tree (see the module table)."""
+    if isinstance(exc, ClientError):
+        return _translate_client_error(exc)
+    name = type(exc).__name__
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return AccountPausedError(f"SES credentials unavailable ({name})")
+    if isinstance(exc, ConnectTimeoutError):
+        return RetryableError(f"SES connect timeout ({name})")
+    if isinstance(exc, EndpointConnectionError) and not _surely_not_sent(exc):
+        return UncertainSendError(f"SES connection lost after the request was sent ({name})")
+    if isinstance(exc, BotoConnectionError):  # refused, DNS, TLS handshake, proxy
+        return RetryableError(f"SES connection failed ({name})")
+    if isinstance(exc, HTTPClientError):  # read timeout, connection closed or reset
+        return UncertainSendError(f"SES gave no answer after the request was sent ({name})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableError(f"SES connection failed ({name})")
+    if isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        return UncertainSendError(f"SES transport failure ({name})")
+    if isinstance(exc, BotoCoreError):
+        return RetryableError(f"SES client error ({name})")
+    return RetryableError(f"SES send failed ({name})")
+
+
+class SesSender:
+    """``ports.Sender`` over an aiobotocore ``sesv2`` client (see ``open_ses_sender``)."""
+
+    def __init__(self, client: SESV2Client, *, configuration_set: str | None = None) -> None:
+        self._client = client
+        self._configuration_set = configuration_set
+
+    async def send(self, email: OutgoingEmail) -> str:
+        """Send one email with one ``SendEmail`` call; return the SES message id."""
+        checked = check_email(email)
+        request: dict[str, Any] = {
+            "FromEmailAddress": checked.from_header,
+            "Destination": {"ToAddresses": [checked.to_address]},
+        }
+        if email.attachments:
+            raw = build_mime(email)
+            check_message_size(raw)
+            request["Content"] = {"Raw": {"Data": raw}}
+        else:
+            request["Content"] = self._simple_content(email, checked.subject)
+            if checked.reply_to_header is not None:
+                request["ReplyToAddresses"] = [checked.reply_to_header]
+        tags = _id_tags(email)
+        if tags:
+            request["EmailTags"] = tags
+        if self._configuration_set:
+            request["ConfigurationSetName"] = self._configuration_set
+        try:
+            response = await self._client.send_email(**request)
+        except (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # `from None`: SES's message may quote addresses; ours carries the code.
+            raise translate_ses_error(exc) from None
+        return response["MessageId"]
+
+    @staticmethod
+    def _simple_content(email: OutgoingEmail, subject: str) -> EmailContentTypeDef:
+        size = sum(len(part.encode()) for part in (subject, email.text_body, email.html_body or ""))
+        check_message_size(size)
+        body: dict[str, Any] = {"Text": {"Data": email.text_body, "Charset": "UTF-8"}}
+        if email.html_body is not None:
+            body["Html"] = {"Data": email.html_body, "Charset": "UTF-8"}
+        simple: dict[str, Any] = {
+            "Subject": {"Data": subject, "Charset": "UTF-8"},
+            "Body": body,
+        }
+        headers = [{"Name": name, "Value": value} for name, value in _id_headers(email)]
+        if headers:
+            simple["Headers"] = headers
+        return {"Simple": simple}  # type: ignore[typeddict-item]
+
+    async def max_send_rate(self) -> float | None:
+        """The account's ``SendQuota.MaxSendRate`` (emails/s), or None when SES cannot say."""
+        try:
+            account = await self._client.get_account()
+            return float(account["SendQuota"]["MaxSendRate"])
+        except (ClientError, BotoCoreError, aiohttp.ClientError, OSError, KeyError, ValueError):
+            return None
+
+
+def _id_headers(email: OutgoingEmail) -> list[tuple[str, str]]:
+    headers = []
+    if email.job_id is not None:
+        headers.append(("X-Delivery-Job-Id", str(email.job_id)))
+    if email.email_id is not None:
+        headers.append(("X-Delivery-Email-Id", str(email.email_id)))
+    return headers
+
+
+def _id_tags(email: OutgoingEmail) -> list[dict[str, str]]:
+    # SES message tags reach event destinations (bounces, deliveries): ids only.
+    tags = []
+    if email.job_id is not None:
+        tags.append({"Name": "job_id", "Value": str(email.job_id)})
+    if email.email_id is not None:
+        tags.append({"Name": "email_id", "Value": str(email.email_id)})
+    return tags
+
+
+@asynccontextmanager
+async def open_ses_sender(
+    *,
+    endpoint_url: str | None = None,
+    max_connections: int = 50,
+    timeout: float = 30.0,  # per SES request (connect, then read)
+    region_name: str | None = None,
+    configuration_set: str | None = None,
+) -> AsyncIterator[SesSender]:
+    """Open an SES v2 client (credentials and region from the standard AWS settings)."""
+    config = AioConfig(
+        # ONE attempt per call: an SDK retry after a read timeout or a dropped connection
+        # can deliver the same email twice. Retries are the core's decision, per email.
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max_connections,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+    )
+    session = get_session()
+    async with session.create_client(
+        "sesv2", endpoint_url=endpoint_url, region_name=region_name, config=config
+    ) as client:
+        yield SesSender(client, configuration_set=configuration_set)
