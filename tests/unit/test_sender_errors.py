@@ -1,0 +1,165 @@
+"""The error tables of the SES and SMTP senders, row by row (pure functions)."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+import pytest
+from aiohttp.client_reqrep import ConnectionKey
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from delivery_server.adapters.sender_ses import translate_ses_error
+from delivery_server.adapters.sender_smtp import parse_smtp_url, translate_smtp_reply
+from delivery_server.errors import (
+    AccountPausedError,
+    ConfigError,
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    ThrottledError,
+    UncertainSendError,
+)
+
+URL = "https://email.us-east-1.amazonaws.com/v2/email/outbound-emails"
+
+
+def client_error(code: str, message: str = "", status: int = 400) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "HostId": "",
+                "RequestId": "r",
+                "RetryAttempts": 0,
+            },
+        },
+        "SendEmail",
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status", "expected"),
+    [
+        ("MessageRejected", "Email address is not verified: ann@example.org", 400, PermanentError),
+        ("MailFromDomainNotVerifiedException", "", 400, PermanentError),
+        ("BadRequestException", "", 400, PermanentError),
+        ("NotFoundException", "", 404, PermanentError),
+        ("InvalidParameterValue", "Missing final '@domain'", 400, PermanentError),
+        ("ValidationException", "", 400, PermanentError),
+        ("SomethingNew", "", 400, PermanentError),
+        ("TooManyRequestsException", "", 429, ThrottledError),
+        ("LimitExceededException", "", 400, ThrottledError),
+        ("Throttling", "Maximum sending rate exceeded.", 400, ThrottledError),
+        ("SomethingNew", "Maximum sending rate exceeded.", 400, ThrottledError),
+        ("SomethingNew", "", 429, ThrottledError),
+        ("Throttling", "Daily message quota exceeded.", 400, AccountPausedError),
+        ("AccountSuspendedException", "", 400, AccountPausedError),
+        ("SendingPausedException", "", 400, AccountPausedError),
+        ("AccessDeniedException", "", 403, AccountPausedError),
+        ("UnrecognizedClientException", "", 403, AccountPausedError),
+        ("ExpiredTokenException", "", 403, AccountPausedError),
+        ("InternalFailure", "", 500, RetryableError),
+        ("ServiceUnavailable", "", 503, RetryableError),
+        ("SomethingNew", "", 502, RetryableError),
+    ],
+)
+def test_ses_client_errors(
+    code: str, message: str, status: int, expected: type[DeliveryError]
+) -> None:
+    error = translate_ses_error(client_error(code, message, status))
+    assert type(error) is expected
+    assert code in str(error)
+    assert "ann@" not in str(error)
+
+
+def _connector_error(cause: OSError) -> aiohttp.ClientConnectorError:
+    key = ConnectionKey("email.example", 443, True, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, cause)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        # The request surely never left: retrying cannot deliver twice.
+        (
+            EndpointConnectionError(
+                endpoint_url=URL, error=_connector_error(ConnectionRefusedError())
+            ),
+            RetryableError,
+        ),
+        (EndpointConnectionError(endpoint_url=URL, error=socket.gaierror()), RetryableError),
+        (ConnectTimeoutError(endpoint_url=URL, error=TimeoutError()), RetryableError),
+        (SSLError(endpoint_url=URL, error=OSError()), RetryableError),
+        (NoCredentialsError(), AccountPausedError),
+        # The request may have reached SES: the email may have been sent.
+        (ReadTimeoutError(endpoint_url=URL, error=TimeoutError()), UncertainSendError),
+        (ConnectionClosedError(endpoint_url=URL, error=OSError()), UncertainSendError),
+        (
+            EndpointConnectionError(endpoint_url=URL, error=aiohttp.ClientOSError(104, "reset")),
+            UncertainSendError,
+        ),
+        (aiohttp.ServerDisconnectedError(), UncertainSendError),
+    ],
+)
+def test_ses_transport_errors(exc: Exception, expected: type[DeliveryError]) -> None:
+    assert type(translate_ses_error(exc)) is expected
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        (550, "5.1.1 <ann@example.org>: Recipient address rejected", PermanentError),
+        (552, "5.3.4 Message size exceeds fixed limit", PermanentError),
+        (554, "5.7.1 Message rejected", PermanentError),
+        (421, "4.3.2 Service not available, closing transmission channel", RetryableError),
+        (450, "4.2.1 Mailbox busy", RetryableError),
+        (451, "4.3.0 Local error in processing", RetryableError),
+        (452, "4.3.1 Insufficient system storage", RetryableError),
+        (421, "4.7.0 Too many messages, slow down", ThrottledError),
+        (450, "4.7.1 Sending rate limit exceeded", ThrottledError),
+        (451, "Throttling failure: Maximum sending rate exceeded.", ThrottledError),
+        (452, "4.5.3 Too many recipients", ThrottledError),
+        (535, "5.7.8 Authentication credentials invalid", AccountPausedError),
+        (530, "5.7.0 Must issue a STARTTLS command first", AccountPausedError),
+    ],
+)
+def test_smtp_replies(code: int, message: str, expected: type[DeliveryError]) -> None:
+    error = translate_smtp_reply(code, message)
+    assert type(error) is expected
+    assert str(code) in str(error)
+    assert "ann@" not in str(error)
+
+
+def test_smtp_reply_keeps_the_enhanced_status_code() -> None:
+    assert "550 5.1.1" in str(translate_smtp_reply(550, "5.1.1 <ann@example.org>: unknown"))
+    assert "generate" not in str(translate_smtp_reply(451, "could not generate a reply"))
+    assert type(translate_smtp_reply(451, "could not generate a reply")) is RetryableError
+
+
+def test_smtp_url_parsing() -> None:
+    target = parse_smtp_url("smtp://user%40bank:p%3Ass@mail.example.com:2525")
+    assert (target.host, target.port, target.implicit_tls) == ("mail.example.com", 2525, False)
+    assert (target.username, target.password) == ("user@bank", "p:ss")
+    assert parse_smtp_url("smtp://mail.example.com").port == 587
+    smtps = parse_smtp_url("smtps://mail.example.com")
+    assert (smtps.port, smtps.implicit_tls, smtps.username) == (465, True, None)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://mail.example.com", "smtp://", "smtp://user:secret@host:99999", "mail"]
+)
+def test_bad_smtp_url_is_a_config_error_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError, match="DELIVERY_SMTP_URL") as caught:
+        parse_smtp_url(url)
+    assert "secret" not in str(caught.value)
