@@ -1,0 +1,193 @@
+"""Attachment loaders: ``file:`` paths inside one directory, ``s3://`` keys in allowed buckets.
+
+Attachment URIs come from upstream data, so they are treated as hostile: a ``file:`` path
+may not be absolute, may not climb out with ``..``, and may not be a symlink that leads
+outside the base directory; an ``s3://`` URI may only name a configured bucket. Error
+messages never quote the URI (a key or path can contain a customer's name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from delivery_server.errors import PermanentError, RetryableError
+from delivery_server.mime import MAX_SES_MESSAGE_BYTES
+from delivery_server.models import Attachment, AttachmentRef
+from delivery_server.ports import AttachmentLoader
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+
+# Nothing larger can go out through SES anyway (base64 makes it bigger still).
+MAX_ATTACHMENT_BYTES = MAX_SES_MESSAGE_BYTES
+FILE_SCHEME = "file:"
+S3_SCHEME = "s3://"
+_S3_MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
+_S3_REFUSED = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidObjectState"})
+
+
+class FileAttachmentLoader:
+    """Loads ``file:relative/path`` attachments from inside ``base_dir`` only.
+
+    With no ``base_dir`` every file attachment is refused (the safe default).
+    """
+
+    def __init__(self, base_dir: Path | None, *, max_bytes: int = MAX_ATTACHMENT_BYTES) -> None:
+        self._base_dir = base_dir
+        self._max_bytes = max_bytes
+
+    async def load(self, ref: AttachmentRef) -> Attachment:
+        """Read the file (off the event loop); refused or missing is a PermanentError."""
+        if self._base_dir is None:
+            raise PermanentError("file attachments are disabled (no attachments directory)")
+        relative = _relative_path(ref.uri)
+        data = await asyncio.to_thread(_read_inside, self._base_dir, relative, self._max_bytes)
+        return Attachment(filename=ref.filename, content_type=ref.content_type, data=data)
+
+
+def _relative_path(uri: str) -> PurePosixPath:
+    """The checked relative path of a ``file:`` URI."""
+    if not uri.startswith(FILE_SCHEME):
+        raise PermanentError("not a file: attachment uri")
+    text = uri[len(FILE_SCHEME) :]
+    if not text or "\x00" in text or "\\" in text:
+        raise PermanentError("invalid file attachment path")
+    path = PurePosixPath(text)
+    if path.is_absolute() or text.startswith("//"):
+        raise PermanentError("file attachment path must be relative")
+    if ".." in path.parts:
+        raise PermanentError("file attachment path escapes the attachments directory")
+    return path
+
+
+def _read_inside(base_dir: Path, relative: PurePosixPath, max_bytes: int) -> bytes:
+    """Resolve ``relative`` under ``base_dir`` (symlinks included) and read it."""
+    try:
+        base = base_dir.resolve(strict=True)
+        target = (base / relative).resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise PermanentError("file attachment not found") from None
+    except OSError as exc:  # symlink loops, I/O errors
+        raise PermanentError(f"file attachment unreadable ({type(exc).__name__})") from None
+    if not target.is_relative_to(base):
+        raise PermanentError("file attachment path escapes the attachments directory")
+    # O_NOFOLLOW: the checked path may not be swapped for a symlink before the open.
+    # O_NONBLOCK: opening a FIFO must not hang a worker thread forever.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(target, flags)
+    except FileNotFoundError:
+        raise PermanentError("file attachment not found") from None
+    except OSError as exc:
+        raise PermanentError(f"file attachment unreadable ({type(exc).__name__})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PermanentError("file attachment is not a regular file")
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:  # an I/O error on a network file system may pass
+        raise RetryableError(f"file attachment read failed ({type(exc).__name__})") from None
+    if len(data) > max_bytes:
+        raise PermanentError(f"file attachment too large (limit {max_bytes} bytes)")
+    return data
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into (bucket, key); the key is taken literally."""
+    if not uri.startswith(S3_SCHEME):
+        raise PermanentError("not an s3:// attachment uri")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    if not bucket or not key:
+        raise PermanentError("s3 attachment uri needs a bucket and a key")
+    return bucket, key
+
+
+class S3AttachmentLoader:
+    """Loads ``s3://bucket/key`` attachments from the allowed buckets only."""
+
+    def __init__(
+        self, client: S3Client, buckets: frozenset[str], *, max_bytes: int = MAX_ATTACHMENT_BYTES
+    ) -> None:
+        self._client = client
+        self._buckets = buckets
+        self._max_bytes = max_bytes
+
+    async def load(self, ref: AttachmentRef) -> Attachment:
+        """Download the object; missing or refused is a PermanentError, outages retry."""
+        bucket, key = parse_s3_uri(ref.uri)
+        if bucket not in self._buckets:
+            raise PermanentError("s3 attachment bucket is not allowed")
+        try:
+            response = await self._client.get_object(Bucket=bucket, Key=key)
+            async with response["Body"] as stream:
+                if response.get("ContentLength", 0) > self._max_bytes:
+                    raise PermanentError(f"s3 attachment too large (limit {self._max_bytes} bytes)")
+                data = await stream.read()
+        except ClientError as exc:
+            raise _translate_s3_error(exc) from None
+        except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise RetryableError(f"s3 attachment download failed ({type(exc).__name__})") from None
+        return Attachment(filename=ref.filename, content_type=ref.content_type, data=data)
+
+
+def _translate_s3_error(exc: ClientError) -> PermanentError | RetryableError:
+    code = exc.response.get("Error", {}).get("Code", "") or "unknown"
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code in _S3_MISSING:
+        return PermanentError(f"s3 attachment not found ({code})")
+    if code in _S3_REFUSED:
+        return PermanentError(f"s3 attachment access refused ({code})")
+    if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout"):
+        return RetryableError(f"s3 attachment download failed ({code})")
+    return PermanentError(f"s3 attachment refused ({code}, HTTP {status})")
+
+
+@asynccontextmanager
+async def open_s3_loader(
+    buckets: frozenset[str],
+    *,
+    endpoint_url: str | None = None,
+    max_connections: int = 20,
+    region_name: str | None = None,
+    max_bytes: int = MAX_ATTACHMENT_BYTES,
+) -> AsyncIterator[S3AttachmentLoader]:
+    """Open an S3 client for attachments (credentials and region from the AWS settings)."""
+    # Reads are idempotent, so unlike sends they may use the SDK's own retries.
+    config = AioConfig(
+        retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=max_connections
+    )
+    session = get_session()
+    async with session.create_client(
+        "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
+    ) as client:
+        yield S3AttachmentLoader(client, buckets, max_bytes=max_bytes)
+
+
+class AttachmentRouter:
+    """``ports.AttachmentLoader`` dispatching on the URI scheme (``file:`` or ``s3://``)."""
+
+    def __init__(self, file_loader: AttachmentLoader, s3_loader: AttachmentLoader | None) -> None:
+        self._file_loader = file_loader
+        self._s3_loader = s3_loader
+
+    async def load(self, ref: AttachmentRef) -> Attachment:
+        """Load through the loader for the URI's scheme; unknown schemes are refused."""
+        if ref.uri.startswith(FILE_SCHEME):
+            return await self._file_loader.load(ref)
+        if ref.uri.startswith(S3_SCHEME):
+            if self._s3_loader is None:
+                raise PermanentError("s3 attachments are not configured")
+            return await self._s3_loader.load(ref)
+        raise PermanentError("unsupported attachment uri scheme")
