@@ -33,6 +33,7 @@ from delivery_server.ports import Sender
 from tests.support.http_stub import HttpStub
 from tests.support.moto_ses import sent_emails, verify_identity
 from tests.support.smtp_sink import SinkHandler, free_port, smtp_sink
+from tests.support.tls import local_tls
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -358,6 +359,61 @@ class TestSmtpSender(SenderContract):
 
         assert sorted(e.rcpt_tos[0] for e in handler.envelopes) == sorted(recipients)
         assert 1 <= len(set(handler.peers)) <= 2
+
+    async def test_starttls_is_used_and_verified_when_offered(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tls = local_tls(tmp_path)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))  # trust the test CA
+        handler = SinkHandler()
+        with smtp_sink(handler, starttls=tls.server_context) as sink:
+            sender = _smtp_sender(sink.port)
+            await sender.send(statement())
+            await sender.close()
+
+        [envelope] = handler.envelopes
+        assert envelope.tls
+
+    async def test_untrusted_certificate_is_refused_unless_verification_is_off(
+        self, tmp_path: Path
+    ) -> None:
+        tls = local_tls(tmp_path)  # a CA nobody trusts
+        handler = SinkHandler()
+        with smtp_sink(handler, starttls=tls.server_context) as sink:
+            strict = _smtp_sender(sink.port)
+            with pytest.raises(RetryableError, match="connection failed"):
+                await strict.send(statement())
+            await strict.close()
+            assert handler.envelopes == []
+
+            lax = SmtpSender(
+                f"smtp://127.0.0.1:{sink.port}",
+                verify_tls=False,
+                timeout=5,
+                local_hostname="client.localhost",
+            )
+            await lax.send(statement())
+            await lax.close()
+
+        [envelope] = handler.envelopes
+        assert envelope.tls
+
+    async def test_smtps_uses_implicit_tls(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tls = local_tls(tmp_path)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))
+        handler = SinkHandler()
+        with smtp_sink(handler, implicit_tls=tls.server_context) as sink:
+            sender = SmtpSender(
+                f"smtps://127.0.0.1:{sink.port}", timeout=5, local_hostname="client.localhost"
+            )
+            await sender.send(with_pdf())
+            await sender.close()
+
+        [envelope] = handler.envelopes
+        assert envelope.tls
+        assert parse_received(envelope.content).attachments[0][2] == PDF
 
 
 # --- outbox -------------------------------------------------------------------------

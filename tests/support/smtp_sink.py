@@ -8,6 +8,7 @@ message was received (the send may have happened).
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ class Envelope:
     rcpt_tos: list[str]
     content: bytes
     peer: tuple[str, int]
+    tls: bool  # STARTTLS or implicit TLS protected this message
 
 
 @dataclass
@@ -68,9 +70,12 @@ class SinkHandler:
             server.transport.close()
             return "250 OK"  # never reaches the client
         content = envelope.original_content or envelope.content
+        tls = session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None
         with self._lock:
             self.envelopes.append(
-                Envelope(envelope.mail_from, list(envelope.rcpt_tos), bytes(content), session.peer)
+                Envelope(
+                    envelope.mail_from, list(envelope.rcpt_tos), bytes(content), session.peer, tls
+                )
             )
         return "250 2.0.0 OK queued"
 
@@ -83,13 +88,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def smtp_sink(handler: SinkHandler | None = None, port: int | None = None) -> Iterator[Controller]:
-    """Run an SMTP sink; yields the aiosmtpd ``Controller`` (``.port``, ``.handler``)."""
+def smtp_sink(
+    handler: SinkHandler | None = None,
+    port: int | None = None,
+    *,
+    starttls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
+) -> Iterator[Controller]:
+    """Run an SMTP sink; yields the aiosmtpd ``Controller`` (``.port``, ``.handler``).
+
+    ``starttls`` offers STARTTLS with that server context; ``implicit_tls`` makes the
+    whole connection TLS (``smtps://``).
+    """
+    tls_kwargs: dict[str, Any] = {}
+    if starttls is not None:
+        tls_kwargs.update(tls_context=starttls, require_starttls=False)
     controller = Controller(
         handler or SinkHandler(),
         hostname="127.0.0.1",
         port=port or free_port(),
         server_hostname="sink.localhost",  # no getfqdn() lookup
+        ssl_context=implicit_tls,
+        **tls_kwargs,
     )
     controller.start()
     try:
