@@ -117,9 +117,10 @@ async def create_job_from_file(
         )
         await _import(store, report.job.id, first, batches, report, on_progress)
         if not request.draft:
-            report.job = await store.set_job_status(
+            await store.set_job_status(
                 report.job.id, JobStatus.PROCESSING, expected=[JobStatus.DRAFT]
             )
+        report.job = await store.job(report.job.id)  # with its counts
     except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
         if report.job is None or isinstance(exc, ImportRefusedError):
             raise

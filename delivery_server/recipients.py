@@ -170,7 +170,8 @@ def _read_jsonl(lines: Iterator[str]) -> Iterator[Row]:
         if not text.strip():
             continue
         try:
-            data = json.loads(text)
+            # Without the line break, so that the error's column is a column of this line.
+            data = json.loads(text.rstrip("\r\n"))
         except ValueError as exc:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             column = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""

@@ -71,6 +71,9 @@ class FakeAdminStore:
         self.jobs[job_id] = job = Job(**{**_fields(job), "status": status})
         return job
 
+    async def job(self, job_id: int) -> Job:
+        return self.jobs[job_id]
+
     async def cancel_job(self, job_id: int) -> int:
         await self.set_job_status(job_id, JobStatus.CANCELLED)
         return 0
