@@ -1,0 +1,307 @@
+"""``delivery-server jobs ...``: create a job from a file, look at it, steer it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from delivery_server import cli_output
+from delivery_server.cli import (
+    EXIT_OK,
+    UsageError,
+    admin_logging,
+    fail,
+    positive_int,
+    settings_for,
+)
+from delivery_server.errors import DeliveryError, NotFoundError, PermanentError
+from delivery_server.job_import import (
+    ImportAbortedError,
+    ImportRefusedError,
+    ImportReport,
+    JobRequest,
+    create_job_from_file,
+)
+from delivery_server.mime import check_header, validate_address
+from delivery_server.models import Job, JobStatus
+from delivery_server.ports import Store
+
+MAX_ID = 2**63 - 1
+# How many bad rows are listed on the terminal (all of them are in --json output).
+SHOWN_INVALID_ROWS = 20
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``jobs`` and its subcommands to the command tree."""
+    jobs = commands.add_parser("jobs", parents=[common], help="create, follow and steer jobs")
+    sub = jobs.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
+    job_id = positive_int(MAX_ID)
+
+    create = sub.add_parser(
+        "create", parents=[common, as_json], help="create a job from a CSV or JSONL file"
+    )
+    create.add_argument("--template", required=True, metavar="NAME")
+    create.add_argument(
+        "--from",
+        dest="from_address",
+        required=True,
+        type=mailbox,
+        metavar="ADDR",
+        help='sender, e.g. "Bank <statements@bank.example>"',
+    )
+    create.add_argument(
+        "--recipients",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="a .csv (header with an email column) or .jsonl file",
+    )
+    create.add_argument("--name", type=job_name, metavar="N", help="a name for people")
+    create.add_argument(
+        "--schedule-at",
+        type=iso_datetime,
+        metavar="ISO8601",
+        help="not before this time (no zone: UTC)",
+    )
+    create.add_argument(
+        "--draft", action="store_true", help="leave the job in draft (start it with 'jobs resume')"
+    )
+    create.add_argument("--reply-to", type=mailbox, metavar="ADDR")
+    create.add_argument(
+        "--strict", action="store_true", help="import nothing if any row is invalid"
+    )
+    create.set_defaults(handler=_create)
+
+    listing = sub.add_parser("list", parents=[common, as_json], help="the most recent jobs")
+    listing.add_argument("--limit", type=positive_int(10_000), default=50)
+    listing.set_defaults(handler=_list)
+
+    show = sub.add_parser(
+        "show", parents=[common, as_json], help="a job's counts by status and last errors"
+    )
+    show.add_argument("job", type=job_id, metavar="JOB")
+    show.set_defaults(handler=_show)
+
+    watch = sub.add_parser("watch", parents=[common], help="follow a job until it is done")
+    watch.add_argument("job", type=job_id, metavar="JOB")
+    watch.set_defaults(handler=_watch)
+
+    for name, handler, text in (
+        ("pause", _pause, "pause a processing job"),
+        ("resume", _resume, "resume a paused job (or start a draft)"),
+        ("cancel", _cancel, "cancel a job and its unsent emails"),
+    ):
+        command = sub.add_parser(name, parents=[common], help=text)
+        command.add_argument("job", type=job_id, metavar="JOB")
+        command.set_defaults(handler=handler)
+
+    restart = sub.add_parser(
+        "restart-failed",
+        parents=[common, as_json],
+        help="send failed emails again (JOB... or --all)",
+    )
+    restart.add_argument("jobs", type=job_id, nargs="*", metavar="JOB")
+    restart.add_argument("--all", action="store_true", help="every job")
+    restart.add_argument(
+        "--include-unknown",
+        action="store_true",
+        help="also emails that may have been sent (could deliver twice)",
+    )
+    restart.set_defaults(handler=_restart_failed)
+
+
+# -- argument types ---------------------------------------------------------------------
+
+
+def mailbox(text: str) -> str:
+    """An argparse type: ``addr`` or ``Display Name <addr>``, checked as at send time."""
+    _, address = parseaddr(text)
+    try:
+        check_header("address", text)
+        if not address:
+            raise PermanentError("not an email address")
+        validate_address(address)
+    except PermanentError as exc:
+        reason = str(exc).removeprefix("invalid recipient address: ")
+        raise argparse.ArgumentTypeError(f"invalid address: {reason}") from None
+    return text.strip()
+
+
+def job_name(text: str) -> str:
+    if not text.strip() or len(text) > 255:
+        raise argparse.ArgumentTypeError("a job name is 1 to 255 characters")
+    return text
+
+
+def iso_datetime(text: str) -> datetime:
+    """An argparse type: ISO 8601; with a zone converted to UTC, without one taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2025-01-31T08:00:00+01:00)"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _store(args: argparse.Namespace) -> AsyncIterator[Store]:
+    from delivery_server.app import open_store
+
+    settings = settings_for(args)
+    admin_logging(settings)
+    async with open_store(settings) as store:
+        yield store
+
+
+async def _job(store: Store, job_id: int) -> Job:
+    """The job, or a clear ``NotFoundError``."""
+    try:
+        return await store.job(job_id)
+    except NotFoundError:
+        raise NotFoundError(f"job {job_id} does not exist") from None
+
+
+async def _create(args: argparse.Namespace) -> int:
+    request = JobRequest(
+        template=args.template,
+        from_address=args.from_address,
+        recipients=args.recipients,
+        name=args.name,
+        reply_to=args.reply_to,
+        scheduled_at=args.schedule_at,
+        draft=args.draft,
+        strict=args.strict,
+    )
+    err = Console(stderr=True)
+    async with _store(args) as store:
+        try:
+            with cli_output.import_progress(err) as on_progress:
+                report = await create_job_from_file(store, request, on_progress)
+        except (ImportRefusedError, ImportAbortedError) as exc:
+            _print_invalid(exc.report, err)
+            raise
+    assert report.job is not None
+    if args.json:
+        cli_output.print_json(cli_output.import_json(report))
+        return EXIT_OK
+    _print_invalid(report, err)
+    print(cli_output.import_line(report))
+    if report.job.status == JobStatus.PROCESSING:
+        print(f"follow it with: delivery-server jobs watch {report.job.id}")
+    return EXIT_OK
+
+
+def _print_invalid(report: ImportReport, err: Console) -> None:
+    for row in report.invalid[:SHOWN_INVALID_ROWS]:
+        err.print(f"line {row.line}: {row.reason}", markup=False, highlight=False, soft_wrap=True)
+    hidden = report.invalid_count - min(len(report.invalid), SHOWN_INVALID_ROWS)
+    if hidden > 0:
+        err.print(f"... and {hidden} more invalid rows (--json lists them)", highlight=False)
+
+
+async def _list(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        jobs = await store.jobs(args.limit)
+    if args.json:
+        cli_output.print_json([cli_output.job_json(job) for job in jobs])
+    else:
+        Console().print(cli_output.jobs_table(jobs))
+    return EXIT_OK
+
+
+async def _show(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        await _job(store, args.job)
+        summary = await store.job_summary(args.job)
+    if args.json:
+        cli_output.print_json(cli_output.summary_json(summary))
+    else:
+        cli_output.print_summary(Console(), summary)
+    return EXIT_OK
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    from delivery_server.cli_progress import follow_job
+
+    console = Console()
+    async with _store(args) as store:
+        await _job(store, args.job)
+        summary = await follow_job(store, args.job, console)
+    console.print(cli_output.summary_line(summary), markup=False, highlight=False)
+    if summary.job.status == JobStatus.FAILED:
+        return fail(f"error: job {args.job} failed (see: delivery-server jobs show {args.job})")
+    return EXIT_OK
+
+
+async def _pause(args: argparse.Namespace) -> int:
+    return await _transition(args, JobStatus.PAUSED, [JobStatus.PROCESSING], "paused")
+
+
+async def _resume(args: argparse.Namespace) -> int:
+    return await _transition(
+        args, JobStatus.PROCESSING, [JobStatus.PAUSED, JobStatus.DRAFT], "resumed"
+    )
+
+
+async def _transition(
+    args: argparse.Namespace, target: JobStatus, sources: Sequence[JobStatus], verb: str
+) -> int:
+    async with _store(args) as store:
+        job = await _job(store, args.job)
+        if job.status == target:
+            print(f"job {job.id} is already {target}")
+            return EXIT_OK
+        if job.status not in sources:
+            allowed = " or ".join(sources)
+            raise DeliveryError(f"job {job.id} is {job.status}: only a {allowed} job can be {verb}")
+        try:
+            job = await store.set_job_status(job.id, target, expected=sources)
+        except NotFoundError:
+            raise NotFoundError(f"job {job.id} does not exist") from None
+        except DeliveryError:
+            # Someone else changed it in between: say what it is now.
+            now = await _job(store, job.id)
+            raise DeliveryError(f"job {job.id} became {now.status}; it was not {verb}") from None
+    print(f"job {job.id} {verb}: now {job.status}")
+    return EXIT_OK
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async with _store(args) as store:
+        job = await _job(store, args.job)
+        if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+            raise DeliveryError(f"job {job.id} is already {job.status}: nothing to cancel")
+        cancelled = await store.cancel_job(job.id)
+    print(f"job {job.id} cancelled: {cancelled} unsent emails will not be sent")
+    return EXIT_OK
+
+
+async def _restart_failed(args: argparse.Namespace) -> int:
+    if bool(args.jobs) == bool(args.all):
+        raise UsageError("restart-failed needs job ids or --all (not both)")
+    async with _store(args) as store:
+        for job_id in args.jobs:
+            await _job(store, job_id)
+        restarted = await store.restart_failed(args.jobs or None, args.include_unknown)
+    if args.json:
+        cli_output.print_json({"restarted": restarted, "jobs": args.jobs or "all"})
+        return EXIT_OK
+    which = "every job" if args.all else "job " + ", ".join(str(j) for j in args.jobs)
+    kinds = "failed and unknown" if args.include_unknown else "failed"
+    print(f"{restarted} {kinds} emails of {which} will be sent again")
+    return EXIT_OK

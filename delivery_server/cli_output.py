@@ -1,0 +1,223 @@
+"""How the command line shows jobs: rich tables for people, JSON for scripts.
+
+Nothing here prints a recipient's address, variables or body: job summaries carry email
+ids and errors, and errors are scrubbed of anything that looks like an address.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from delivery_server.job_import import ImportReport, ProgressFn
+from delivery_server.models import EmailStatus, Job, JobStatus, JobSummary, utcnow
+
+STATUS_STYLES = {
+    JobStatus.DRAFT: "blue",
+    JobStatus.PROCESSING: "cyan",
+    JobStatus.PAUSED: "yellow",
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "dim",
+}
+# Provider errors sometimes quote the recipient ("550 <ann@example.com>: no such user").
+_ADDRESS = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+>?")
+
+
+def redact(error: str) -> str:
+    """An error message without email addresses in it."""
+    return _ADDRESS.sub("<address>", error)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def _time(value: datetime | None) -> str | None:
+    # Stored as naive UTC; say so for scripts.
+    return value.isoformat() + "Z" if value is not None else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": str(job.status),
+        "template": job.template_name,
+        "from_address": job.from_address,
+        "reply_to": job.reply_to,
+        "scheduled_at": _time(job.scheduled_at),
+        "created_at": _time(job.created_at),
+        "started_at": _time(job.started_at),
+        "finished_at": _time(job.finished_at),
+        "total_count": job.total_count,
+        "sent_count": job.sent_count,
+        "failed_count": job.failed_count,
+    }
+
+
+def all_counts(summary: JobSummary) -> dict[str, int]:
+    """Every email status, zeros included, in the order of their life."""
+    return {str(status): summary.counts.get(status, 0) for status in EmailStatus}
+
+
+def summary_json(summary: JobSummary) -> dict[str, Any]:
+    return {
+        "job": job_json(summary.job),
+        "counts": all_counts(summary),
+        "last_errors": [
+            {"email_id": email_id, "error": redact(error)}
+            for email_id, error in summary.last_errors
+        ],
+    }
+
+
+def import_json(report: ImportReport) -> dict[str, Any]:
+    assert report.job is not None
+    return {
+        "job": job_json(report.job),
+        "imported": report.imported,
+        "invalid_count": report.invalid_count,
+        "invalid": [{"line": row.line, "reason": row.reason} for row in report.invalid],
+    }
+
+
+def import_line(report: ImportReport) -> str:
+    assert report.job is not None
+    job = report.job
+    skipped = (
+        f", {plural(report.invalid_count, 'invalid row')} skipped" if report.invalid_count else ""
+    )
+    when = f", not before {job.scheduled_at:%Y-%m-%d %H:%M:%S} UTC" if job.scheduled_at else ""
+    return (
+        f"job {job.id} ({job.name}): {plural(report.imported, 'email')} imported{skipped}; "
+        f"status {job.status}{when}"
+    )
+
+
+def _status(status: JobStatus) -> Text:
+    return Text(str(status), style=STATUS_STYLES.get(status, ""))
+
+
+def jobs_table(jobs: list[Job]) -> Table:
+    table = Table(
+        title="jobs" if jobs else "jobs: none yet",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("name", overflow="fold", min_width=12, max_width=40)
+    table.add_column("status", no_wrap=True)
+    for column in ("sent", "failed", "total"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
+    for job in jobs:
+        table.add_row(
+            str(job.id),
+            Text(job.name),
+            _status(job.status),
+            f"{job.sent_count:,}",
+            f"{job.failed_count:,}",
+            f"{job.total_count:,}",
+            f"{job.created_at:%Y-%m-%d %H:%M}" if job.created_at else "",
+        )
+    return table
+
+
+def print_summary(console: Console, summary: JobSummary) -> None:
+    """``jobs show``: the job, its emails by status, the last errors."""
+    job = summary.job
+    about = Table.grid(padding=(0, 2))
+    about.add_column(style="bold")
+    about.add_column()
+    about.add_row("job", Text(f"{job.id}  {job.name}"))
+    about.add_row("status", _status(job.status))
+    about.add_row("template", Text(job.template_name))
+    about.add_row("from", Text(job.from_address))
+    if job.reply_to:
+        about.add_row("reply to", Text(job.reply_to))
+    for label, value in (
+        ("scheduled", job.scheduled_at),
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+    ):
+        if value is not None:
+            about.add_row(label, f"{value:%Y-%m-%d %H:%M:%S} UTC")
+    console.print(about)
+    counts = Table(title="emails", title_justify="left", box=box.SIMPLE_HEAD)
+    counts.add_column("status")
+    counts.add_column("count", justify="right")
+    for status, count in all_counts(summary).items():
+        counts.add_row(status, f"{count:,}", style="" if count else "dim")
+    console.print(counts)
+    if summary.last_errors:
+        errors = Table(title="last errors", title_justify="left", box=box.SIMPLE_HEAD)
+        errors.add_column("email", justify="right")
+        errors.add_column("error")
+        for email_id, error in summary.last_errors:
+            errors.add_row(str(email_id), Text(redact(error)))
+        console.print(errors)
+
+
+def summary_line(summary: JobSummary) -> str:
+    """One line: what became of a job, how long it took and how fast it went."""
+    job, counts = summary.job, all_counts(summary)
+    line = (
+        f"job {job.id} {job.status}: {counts['sent']:,} sent, {counts['failed']:,} failed, "
+        f"{counts['unknown']:,} unknown of {sum(counts.values()):,}"
+    )
+    if job.started_at is not None:
+        seconds = ((job.finished_at or utcnow()) - job.started_at).total_seconds()
+        if seconds > 0:
+            line += f" in {format_duration(seconds)} ({counts['sent'] / seconds:,.1f} emails/s)"
+    return line
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+@contextmanager
+def import_progress(console: Console) -> Iterator[ProgressFn | None]:
+    """A live count of imported rows on a terminal; nothing when output is redirected."""
+    if not console.is_terminal:
+        yield None
+        return
+    started = time.monotonic()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("reading recipients")
+
+        def update(imported: int, invalid: int) -> None:
+            rate = imported / max(time.monotonic() - started, 1e-6)
+            bad = f", {invalid:,} invalid" if invalid else ""
+            progress.update(task, description=f"{imported:,} imported{bad} ({rate:,.0f}/s)")
+
+        yield update
