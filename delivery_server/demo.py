@@ -1,0 +1,163 @@
+"""``delivery-server demo``: N bank statements, end to end, with nothing to set up.
+
+Everything runs embedded in one process and lands in one directory (``demo-output`` by
+default, recreated on every run): a SQLite database, ``statements/<n>.pdf``, the
+``recipients.jsonl`` the job was created from, and ``outbox/`` with one ``.eml`` per
+customer. The job goes through the same import, publisher, queue, consumers and sender
+as in production; only the adapters differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from delivery_server.cli_output import format_duration
+from delivery_server.cli_progress import follow_job
+from delivery_server.demo_statements import write_recipients, write_statements
+from delivery_server.errors import DeliveryError
+from delivery_server.job_import import JobRequest, create_job_from_file
+from delivery_server.models import EmailStatus
+from delivery_server.settings import Settings, load_settings
+from delivery_server.template_files import bundled_templates
+
+# Marks a directory as the demo's own, so that recreating it can never delete anything else.
+MARKER = ".delivery-server-demo"
+FROM_ADDRESS = "Example Bank <statements@bank.example>"
+STATEMENTS_PER_TASK = 250
+
+
+class DemoDirectoryError(DeliveryError):
+    """The output directory holds files the demo did not write."""
+
+
+async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
+    """Run the demo; exit code 0 only when every email was sent."""
+    from delivery_server.app import open_store, serve, upgrade_database
+    from delivery_server.logging import configure_logging
+
+    console = Console()
+    output = await asyncio.to_thread(prepare_directory, output)
+    settings = demo_settings(config, output)
+    configure_logging(settings)
+    console.print(f"[bold]delivery-server demo[/]: {emails:,} bank statements in {output}")
+    await upgrade_database(settings)
+    await _write_statements(output / "statements", emails, console)
+    recipients = output / "recipients.jsonl"
+    await asyncio.to_thread(write_recipients, recipients, emails)
+
+    async with open_store(settings) as store:
+        for file in bundled_templates():
+            await store.add_template(file.template)
+        report = await create_job_from_file(
+            store,
+            JobRequest(
+                template="statement",
+                from_address=FROM_ADDRESS,
+                recipients=recipients,
+                name=f"demo: {emails:,} statements",
+            ),
+        )
+        assert report.job is not None
+        job_id = report.job.id
+        console.print(f"job {job_id}: {report.imported:,} emails imported, sending...")
+        stop = asyncio.Event()
+        started = time.monotonic()
+        server = asyncio.create_task(serve(settings, stop=stop))
+        try:
+            await follow_job(store, job_id, console, interval=0.2, alongside=server)
+        finally:
+            stop.set()
+            await server  # a crashed server raises here, and the demo fails with its error
+        elapsed = time.monotonic() - started
+        summary = await store.job_summary(job_id)
+
+    sent = summary.counts.get(EmailStatus.SENT, 0)
+    not_sent = {s: n for s, n in summary.counts.items() if s != EmailStatus.SENT and n}
+    rate = sent / elapsed if elapsed > 0 else 0.0
+    console.print(
+        f"job {job_id} {summary.job.status}: [green]{sent:,} sent[/], "
+        f"{summary.counts.get(EmailStatus.FAILED, 0):,} failed "
+        f"in {format_duration(elapsed)} ({rate:,.0f} emails/s)"
+    )
+    console.print(f"the .eml files are in {settings.outbox_dir} (open one with a mail reader)")
+    if sent != emails:
+        others = ", ".join(f"{n:,} {status}" for status, n in not_sent.items())
+        raise DeliveryError(f"demo: only {sent:,} of {emails:,} emails were sent ({others})")
+    return 0
+
+
+def demo_settings(config: Path | None, output: Path) -> Settings:
+    """The settings of an embedded run inside ``output``; explicit values win over the
+    environment so that a configured production database can never be used by the demo."""
+    return load_settings(
+        config,
+        database_url=f"sqlite:///{output / 'delivery.db'}",
+        queue="local",
+        sender="outbox",
+        outbox_dir=output / "outbox",
+        attachments_dir=output,
+        http_host="127.0.0.1",
+        http_port=0,  # any free port: a demo must not clash with a running server
+        poll_interval=0.2,
+        retry_base_delay=0.2,
+        concurrency=32,
+        log_level="warning",
+        log_format="console",
+    )
+
+
+def prepare_directory(output: Path) -> Path:
+    """Empty ``output`` (refusing a directory that is not the demo's); return its path."""
+    output = output.resolve()
+    if output.exists():
+        if not output.is_dir():
+            raise DemoDirectoryError(f"{output} exists and is not a directory")
+        if any(output.iterdir()) and not (output / MARKER).exists():
+            raise DemoDirectoryError(
+                f"{output} already holds files the demo did not write; "
+                "choose another --output directory"
+            )
+        shutil.rmtree(output)
+    (output / "statements").mkdir(parents=True)
+    (output / "outbox").mkdir()
+    (output / MARKER).write_text("written by delivery-server demo; recreated on every run\n")
+    return output
+
+
+async def _write_statements(directory: Path, count: int, console: Console) -> None:
+    """Write every PDF in worker processes (fpdf2 is pure Python and CPU-bound)."""
+    ranges = [
+        (start, min(start + STATEMENTS_PER_TASK, count + 1))
+        for start in range(1, count + 1, STATEMENTS_PER_TASK)
+    ]
+    workers = max(1, min(os.cpu_count() or 1, len(ranges)))
+    loop = asyncio.get_running_loop()
+    # "spawn": forking a process that runs an event loop and database threads is unsafe.
+    context = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+        Progress(
+            TextColumn("writing PDF statements"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
+        bar = progress.add_task("statements", total=count)
+        tasks = [
+            loop.run_in_executor(pool, write_statements, str(directory), start, stop)
+            for start, stop in ranges
+        ]
+        for finished in asyncio.as_completed(tasks):
+            progress.advance(bar, await finished)
