@@ -138,7 +138,7 @@ async def test_permanent_errors_fail_at_once(
         assert (done.status, done.sent_count, done.failed_count) == (JobStatus.FAILED, 1, 5)
         summary = await store.job_summary(job.id)
         errors = " | ".join(err for _, err in summary.last_errors)
-        for expected in ("MessageRejected", "balance", "address", "line break", "attachment"):
+        for expected in ("MessageRejected", "undefined", "address", "line break", "attachment"):
             assert expected.lower() in errors.lower(), expected
     assert proxy.sends["c1@customers.example"] == 1
     assert [mail.to[0] for mail in moto_sent(proxy.upstream)] == ["c0@customers.example"]
