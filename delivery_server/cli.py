@@ -23,6 +23,18 @@ T = TypeVar("T")
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXAMPLES = """\
+examples:
+  delivery-server demo                       1,000 statements end to end, nothing to set up
+  delivery-server db upgrade
+  delivery-server templates push delivery_server/examples/templates
+  delivery-server jobs create --template statement --from "Bank <s@bank.example>" \\
+      --recipients customers.csv
+  delivery-server jobs watch 1
+  delivery-server run                        serve (settings: DELIVERY_* or --config)
+
+exit codes: 0 ok, 1 failure, 2 usage or configuration error
+"""
 
 
 class UsageError(DeliveryError):
@@ -72,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="delivery-server",
         description="Bulk personalized email: jobs in MySQL/SQLite, SQS fan-out, SES/SMTP.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -49,7 +49,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     create = sub.add_parser(
         "create", parents=[common, as_json], help="create a job from a CSV or JSONL file"
     )
-    create.add_argument("--template", required=True, metavar="NAME")
+    create.add_argument(
+        "--template", required=True, metavar="NAME", help="a pushed template (any locale)"
+    )
     create.add_argument(
         "--from",
         dest="from_address",
@@ -287,7 +289,7 @@ async def _cancel(args: argparse.Namespace) -> int:
         if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
             raise DeliveryError(f"job {job.id} is already {job.status}: nothing to cancel")
         cancelled = await store.cancel_job(job.id)
-    print(f"job {job.id} cancelled: {cancelled} unsent emails will not be sent")
+    print(f"job {job.id} cancelled: {cancelled:,} unsent emails will not be sent")
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.speed
-        return Text(f"{speed:,.0f} emails/s" if speed else "- emails/s", style="cyan")
+        return Text(f"{speed:,.0f}/s" if speed else "-/s", style="cyan")
 
 
 def done_count(summary: JobSummary) -> int:
@@ -37,15 +37,14 @@ def done_count(summary: JobSummary) -> int:
     return sum(summary.counts.get(status, 0) for status in TERMINAL_EMAIL_STATUSES)
 
 
-def _describe(summary: JobSummary) -> str:
+def _problems(summary: JobSummary) -> str:
+    """Failed and unknown emails, only when there are any (the bar stays short)."""
     counts = summary.counts
-    sent, failed = counts.get(EmailStatus.SENT, 0), counts.get(EmailStatus.FAILED, 0)
-    unknown = counts.get(EmailStatus.UNKNOWN, 0)
-    extra = f" [yellow]{unknown:,} unknown[/]" if unknown else ""
-    return (
-        f"job {summary.job.id} [cyan]{summary.job.status}[/] "
-        f"[green]{sent:,} sent[/] [red]{failed:,} failed[/]{extra}"
-    )
+    failed, unknown = counts.get(EmailStatus.FAILED, 0), counts.get(EmailStatus.UNKNOWN, 0)
+    parts = [f"[red]{failed:,} failed[/]"] if failed else []
+    if unknown:
+        parts.append(f"[yellow]{unknown:,} unknown[/]")
+    return " ".join(parts)
 
 
 async def follow_job(
@@ -64,17 +63,21 @@ async def follow_job(
     summary = await store.job_summary(job_id)
     with Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=30),
         MofNCompleteColumn(),
         TaskProgressColumn(),
         RateColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[problems]}"),
         console=console,
         speed_estimate_period=10,
     ) as progress:
         bar = progress.add_task(
-            _describe(summary), total=_total(summary), completed=done_count(summary)
+            f"job {job_id}",
+            total=_total(summary),
+            completed=done_count(summary),
+            problems=_problems(summary),
         )
         while summary.job.status == JobStatus.PROCESSING:
             if alongside is None:
@@ -86,9 +89,9 @@ async def follow_job(
             summary = await store.job_summary(job_id)
             progress.update(
                 bar,
-                description=_describe(summary),
                 total=_total(summary),
                 completed=done_count(summary),
+                problems=_problems(summary),
             )
     return summary
 
