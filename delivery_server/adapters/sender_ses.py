@@ -188,8 +188,9 @@ class SesSender:
             request["Content"] = {"Raw": {"Data": raw}}
         else:
             request["Content"] = self._simple_content(email, checked.subject)
-            if checked.reply_to_header is not None:
-                request["ReplyToAddresses"] = [checked.reply_to_header]
+            if checked.reply_to_address is not None:
+                # The bare address: SES documents display names for From only.
+                request["ReplyToAddresses"] = [checked.reply_to_address]
         tags = _id_tags(email)
         if tags:
             request["EmailTags"] = tags

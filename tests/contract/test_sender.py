@@ -8,8 +8,10 @@ error mapping tests of its own adapter.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -169,6 +171,11 @@ def _from_moto(item: dict[str, Any]) -> Received:
     return Received(to=to, subject=item["subject"], text=item["body"])
 
 
+def _json_body(request: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(request.partition(b"\r\n\r\n")[2])
+    return body
+
+
 class TestSesSender(SenderContract):
     @pytest.fixture
     async def harness(self, moto: str) -> AsyncIterator[Harness]:
@@ -231,6 +238,43 @@ class TestSesSender(SenderContract):
             with pytest.raises(expected, match=code):
                 await sender.send(statement())
         assert len(stub.requests) == 1  # never retried by the SDK, whatever the error
+
+    async def test_simple_request_carries_ids_and_reply_to(self, aws_env: None) -> None:
+        body = b'{"MessageId": "stub-1"}'
+        async with (
+            HttpStub(body=body) as stub,
+            open_ses_sender(endpoint_url=stub.endpoint, configuration_set="statements") as sender,
+        ):
+            message_id = await sender.send(
+                statement(html_body="<p>Hi</p>", reply_to="Help <help@bank.example.com>")
+            )
+
+        assert message_id == "stub-1"
+        [request] = [_json_body(r) for r in stub.requests]
+        assert request["FromEmailAddress"] == FROM
+        assert request["Destination"] == {"ToAddresses": ["ann@example.org"]}
+        assert request["ReplyToAddresses"] == ["help@bank.example.com"]
+        assert request["ConfigurationSetName"] == "statements"
+        assert request["EmailTags"] == [
+            {"Name": "job_id", "Value": "7"},
+            {"Name": "email_id", "Value": "42"},
+        ]
+        simple = request["Content"]["Simple"]
+        assert simple["Subject"] == {"Data": "Votre relevé annuel 2024", "Charset": "UTF-8"}
+        assert simple["Body"]["Html"] == {"Data": "<p>Hi</p>", "Charset": "UTF-8"}
+        assert {"Name": "X-Delivery-Email-Id", "Value": "42"} in simple["Headers"]
+
+    async def test_raw_request_is_the_checked_mime_message(self, aws_env: None) -> None:
+        async with (
+            HttpStub(body=b'{"MessageId": "stub-2"}') as stub,
+            open_ses_sender(endpoint_url=stub.endpoint) as sender,
+        ):
+            await sender.send(with_pdf())
+
+        [request] = [_json_body(r) for r in stub.requests]
+        assert request["Destination"] == {"ToAddresses": ["ann@example.org"]}
+        got = parse_received(base64.b64decode(request["Content"]["Raw"]["Data"]))
+        assert got.attachments == (("relevé-2024.pdf", "application/pdf", PDF),)
 
     async def test_max_send_rate_reads_the_account_quota(self, aws_env: None) -> None:
         body = b'{"SendQuota": {"Max24HourSend": 50000, "MaxSendRate": 14.0}}'
