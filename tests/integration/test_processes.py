@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from delivery_server.models import EmailStatus, JobStatus
-from tests.conftest import free_port, wait_for
+from tests.conftest import wait_for
 from tests.integration.harness import (
     aws_settings,
     create_job,
@@ -26,56 +21,9 @@ from tests.integration.harness import (
     wait_for_job,
 )
 from tests.support.fault_proxy import FaultProxy
+from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.timeout(180)
-
-
-class ServerProcess:
-    """``python -m delivery_server run`` with settings from the environment."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "delivery_server", "run"],
-            env={**os.environ, **env, "DELIVERY_HTTP_PORT": str(self.port)},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def healthy(self) -> bool:
-        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=timeout)
-        self._log.close()
-        return code
-
-
-def server_env(
-    database_url: str, proxy: FaultProxy, queue_url: str, **extra: str
-) -> dict[str, str]:
-    env = {
-        "DELIVERY_DATABASE_URL": database_url,
-        "DELIVERY_QUEUE": "sqs",
-        "DELIVERY_SQS_QUEUE_URL": queue_url,
-        "DELIVERY_AWS_ENDPOINT_URL": proxy.endpoint,
-        "DELIVERY_SENDER": "ses",
-        "DELIVERY_POLL_INTERVAL": "0.1",
-        "DELIVERY_RETRY_BASE_DELAY": "0.2",
-        "DELIVERY_LOG_FORMAT": "json",
-        "DELIVERY_CONCURRENCY": "8",
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture
@@ -92,7 +40,7 @@ async def test_two_server_processes_on_one_job_send_nothing_twice(
     verify_sender(proxy.upstream)
     queue_url = create_sqs_queue(proxy.upstream)
     settings = aws_settings(mariadb_url, proxy.endpoint, queue_url, tmp_path)
-    env = server_env(mariadb_url, proxy, queue_url)
+    env = server_env(mariadb_url, proxy.endpoint, queue_url)
     async with prepared_store(settings) as store:
         for i in range(2):
             servers.append(ServerProcess(env, tmp_path / f"server-{i}.log"))
@@ -116,7 +64,11 @@ async def test_sigterm_mid_job_loses_nothing(
     queue_url = create_sqs_queue(proxy.upstream)
     settings = aws_settings(mariadb_url, proxy.endpoint, queue_url, tmp_path)
     env = server_env(
-        mariadb_url, proxy, queue_url, DELIVERY_SHUTDOWN_GRACE="10", DELIVERY_CONCURRENCY="4"
+        mariadb_url,
+        proxy.endpoint,
+        queue_url,
+        DELIVERY_SHUTDOWN_GRACE="10",
+        DELIVERY_CONCURRENCY="4",
     )
     proxy.send_delay = 0.3  # a slow provider, so that the job is mid-way at SIGTERM
     async with prepared_store(settings) as store:
