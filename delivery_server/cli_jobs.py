@@ -213,7 +213,7 @@ def _print_invalid(report: ImportReport, err: Console) -> None:
         err.print(f"line {row.line}: {row.reason}", markup=False, highlight=False, soft_wrap=True)
     hidden = report.invalid_count - min(len(report.invalid), SHOWN_INVALID_ROWS)
     if hidden > 0:
-        err.print(f"... and {hidden} more invalid rows (--json lists them)", highlight=False)
+        err.print(f"... and {hidden} more invalid rows (--json lists up to 1,000)", highlight=False)
 
 
 async def _list(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     push = sub.add_parser(
         "push",
         parents=[common],
-        help="store a new version of each template file (TOML; see template_files)",
+        help="store a new version of each template file (NAME.LOCALE.toml)",
     )
     push.add_argument(
         "paths",
