@@ -159,7 +159,6 @@ class SmtpSender:
             for _ in range(2):
                 reused = conn is not None and conn.is_connected
                 if conn is None or not reused:
-                    conn = None
                     conn = await self._connect()
                 try:
                     await _transaction(conn, checked.from_address, checked.to_address, raw)

@@ -394,6 +394,23 @@ class TestSmtpSender(SenderContract):
             await harness.sender.send(statement())
         assert await harness.received() == []
 
+    async def test_a_send_cancelled_mid_transaction_does_not_poison_the_pool(
+        self, harness: Harness, handler: SinkHandler
+    ) -> None:
+        handler.hold_rcpt = True
+        stuck = asyncio.create_task(harness.sender.send(statement("a@example.org")))
+        assert await asyncio.to_thread(handler.rcpt_reached.wait, 10)
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        handler.hold_rcpt = False
+        handler.release_rcpt.set()
+
+        # A connection left inside MAIL/RCPT would answer the next MAIL with 503.
+        await harness.sender.send(statement("b@example.org"))
+        assert [r.to for r in await harness.received()] == ["b@example.org"]
+        assert len(set(handler.peers)) == 2
+
     async def test_pool_bounds_concurrent_connections(self, handler: SinkHandler) -> None:
         with smtp_sink(handler) as sink:
             sender = _smtp_sender(sink.port, pool_size=2)

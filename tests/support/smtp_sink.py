@@ -7,6 +7,7 @@ message was received (the send may have happened).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -39,6 +40,10 @@ class SinkHandler:
     drop_at_mail: int = 0  # how many MAIL commands to answer by closing the connection
     drop_after_data: set[str] = field(default_factory=set)  # recipients
     peers: list[tuple[str, int]] = field(default_factory=list)  # one per MAIL command
+    # When set, RCPT signals `rcpt_reached` and waits for `release_rcpt` (a stuck server).
+    hold_rcpt: bool = False
+    rcpt_reached: threading.Event = field(default_factory=threading.Event)
+    release_rcpt: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_MAIL(
@@ -59,6 +64,9 @@ class SinkHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        if self.hold_rcpt:
+            self.rcpt_reached.set()
+            await asyncio.to_thread(self.release_rcpt.wait, 30)
         reply = self.rcpt_replies.get(address)
         if reply is not None:
             return reply
