@@ -219,8 +219,8 @@ def _check_whole_file(path: Path) -> ImportReport:
 
 
 def _rows(count: int) -> str:
-    return f"{count} row{'s' if count != 1 else ''}"
+    return f"{count:,} row{'s' if count != 1 else ''}"
 
 
 def _emails(count: int) -> str:
-    return f"{count} email{'s' if count != 1 else ''}"
+    return f"{count:,} email{'s' if count != 1 else ''}"

@@ -6,6 +6,7 @@ import at a chosen batch; the real store is exercised by tests/integration/test_
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,8 +28,13 @@ from delivery_server.recipients import RecipientsFileError
 class FakeAdminStore:
     """Just enough of ``AdminStore`` for an import; ``fail_on_batch`` breaks add_emails."""
 
-    def __init__(self, fail_on_batch: int | None = None) -> None:
+    def __init__(
+        self, fail_on_batch: int | None = None, failure: BaseException | None = None
+    ) -> None:
         self.fail_on_batch = fail_on_batch
+        self.failure = failure or ConnectionResetError(
+            "connection lost\n[parameters: ('a@example.com',)]"
+        )
         self.jobs: dict[int, Job] = {}
         self.batches: list[int] = []  # sizes of the add_emails calls
         self.templates_ = [Template("statement", "en", 1, "s", "t")]
@@ -58,7 +64,7 @@ class FakeAdminStore:
 
     async def add_emails(self, job_id: int, emails: Iterable[NewEmail]) -> int:
         if self.fail_on_batch is not None and len(self.batches) + 1 == self.fail_on_batch:
-            raise ConnectionResetError("connection lost\n[parameters: ('a@example.com',)]")
+            raise self.failure
         count = len(list(emails))
         self.batches.append(count)
         return count
@@ -166,7 +172,7 @@ async def test_a_failure_midway_cancels_the_job(tmp_path: Path) -> None:
         await create_job_from_file(store, request(csv_file(tmp_path, 2_500)))
     message = str(caught.value)
     assert message == (
-        "import stopped after 1000 emails: ConnectionResetError: connection lost; "
+        "import stopped after 1,000 emails: ConnectionResetError: connection lost; "
         "job 1 was cancelled, nothing of it will be sent"
     )
     assert "a@example.com" not in message  # driver parameters are personal data
@@ -180,4 +186,12 @@ async def test_a_file_error_midway_cancels_the_job(tmp_path: Path) -> None:
     store = FakeAdminStore()
     with pytest.raises(ImportAbortedError, match="line 1502 is not UTF-8 text"):
         await create_job_from_file(store, request(path))
+    assert store.jobs[1].status == JobStatus.CANCELLED
+
+
+async def test_an_interruption_midway_cancels_the_job(tmp_path: Path) -> None:
+    # Ctrl-C: asyncio.Runner cancels the main task, which lands in the import.
+    store = FakeAdminStore(fail_on_batch=3, failure=asyncio.CancelledError())
+    with pytest.raises(ImportAbortedError, match="after 2,000 emails: interrupted; job 1 was"):
+        await create_job_from_file(store, request(csv_file(tmp_path, 2_500)))
     assert store.jobs[1].status == JobStatus.CANCELLED
