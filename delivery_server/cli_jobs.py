@@ -275,8 +275,8 @@ async def _transition(
             job = await store.set_job_status(job.id, target, expected=sources)
         except NotFoundError:
             raise NotFoundError(f"job {job.id} does not exist") from None
-        except DeliveryError:
-            # Someone else changed it in between: say what it is now.
+        except PermanentError:
+            # Someone else changed it in between (the update is conditional): say to what.
             now = await _job(store, job.id)
             raise DeliveryError(f"job {job.id} became {now.status}; it was not {verb}") from None
     print(f"job {job.id} {verb}: now {job.status}")
