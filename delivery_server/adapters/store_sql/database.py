@@ -1,0 +1,70 @@
+"""One place that runs a unit of work in a transaction, retries contention and
+translates database failures into the ``errors`` tree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from delivery_server.adapters.store_sql.engine import WRITE_OPTION, Failure, classify
+from delivery_server.errors import RetryableError
+
+T = TypeVar("T")
+Work = Callable[[AsyncConnection], Awaitable[T]]
+
+# Deadlocks between claimers, publishers and the settler are normal under load on
+# InnoDB; a few quick retries of the whole transaction make them invisible to the core.
+CONTENTION_ATTEMPTS = 5
+CONTENTION_BASE_DELAY = 0.01
+
+
+class Database:
+    """An engine plus the rules for using it: transactions, retries, error mapping."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time; queueing writers of this process here is
+        # cheaper (and fairer) than letting them spin on the busy timeout.
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    async def run(self, work: Work[T], *, write: bool = True) -> T:
+        """Run ``work`` in one transaction (committed when it returns, rolled back when
+        it raises); retry it on deadlocks; raise ``RetryableError`` when the database
+        cannot be reached. Errors raised by ``work`` itself pass through unchanged."""
+        for attempt in range(1, CONTENTION_ATTEMPTS + 1):
+            try:
+                async with self._writer(write), self.engine.connect() as conn:
+                    if write and self.is_sqlite:
+                        await conn.execution_options(**{WRITE_OPTION: True})
+                    async with conn.begin():
+                        return await work(conn)
+            except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+                failure = classify(exc)
+                if failure is Failure.CONTENTION and attempt < CONTENTION_ATTEMPTS:
+                    await asyncio.sleep(CONTENTION_BASE_DELAY * 2**attempt * random.random())
+                    continue
+                if failure is Failure.CONTENTION:
+                    raise RetryableError("database busy: deadlock or lock wait timeout") from exc
+                if failure is Failure.UNAVAILABLE:
+                    raise RetryableError("database unavailable: connection failed") from exc
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @contextlib.asynccontextmanager
+    async def _writer(self, write: bool) -> AsyncIterator[None]:
+        if write and self._write_lock is not None:
+            async with self._write_lock:
+                yield
+        else:
+            yield
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

@@ -1,0 +1,93 @@
+"""The tables of DESIGN §3, as SQLAlchemy Core metadata shared by MySQL/MariaDB and SQLite.
+
+This is the schema the code expects; the migrations under ``migrations/versions`` build it
+(``tests/contract/test_store.py`` checks that they agree).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+# InnoDB ids are BIGINT; SQLite only autoincrements an INTEGER PRIMARY KEY.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Naive UTC with microseconds: MySQL's DATETIME would otherwise round to whole seconds,
+# which breaks "updated_at < cutoff" and newest-first orderings.
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Statement bodies can be large; TEXT is 64 KiB on MySQL.
+Body = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# Stored as JSON text on both; None stays SQL NULL rather than the JSON literal null.
+JsonValue = sa.JSON(none_as_null=True)
+
+JOB_STATUS_INDEX = "ix_delivery_email_job_status"
+
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+metadata = sa.MetaData()
+
+template = sa.Table(
+    "delivery_template",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("locale", sa.String(35), nullable=False, server_default="en"),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("subject", sa.Text(), nullable=False),
+    sa.Column("text_body", Body, nullable=False),
+    sa.Column("html_body", Body, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("name", "locale", "version", name="uq_delivery_template_version"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+job = sa.Table(
+    "delivery_job",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("template_name", sa.String(255), nullable=False),
+    sa.Column("from_address", sa.String(320), nullable=False),
+    sa.Column("reply_to", sa.String(320), nullable=True),
+    sa.Column("scheduled_at", Timestamp, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Column("total_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("sent_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("failed_count", sa.Integer(), nullable=False, server_default="0"),
+    # The publisher polls for processing jobs that are due.
+    sa.Index("ix_delivery_job_status_scheduled", "status", "scheduled_at"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+email = sa.Table(
+    "delivery_email",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column(
+        "job_id",
+        Id,
+        sa.ForeignKey("delivery_job.id", ondelete="CASCADE", name="fk_delivery_email_job"),
+        nullable=False,
+    ),
+    sa.Column("to_address", sa.String(320), nullable=False),
+    sa.Column("locale", sa.String(35), nullable=True),
+    sa.Column("variables", JsonValue, nullable=False),
+    sa.Column("attachments", JsonValue, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("provider_message_id", sa.String(255), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("sent_at", Timestamp, nullable=True),
+    sa.Column("lease_until", Timestamp, nullable=True),
+    # Publishing pages (job, pending, by id), per-job counts, and the job summary.
+    sa.Index(JOB_STATUS_INDEX, "job_id", "status", "id"),
+    # The reconciler: stale queued emails and expired sending leases.
+    sa.Index("ix_delivery_email_status_updated", "status", "updated_at"),
+    **MYSQL_TABLE_OPTIONS,
+)
