@@ -1,0 +1,37 @@
+"""``SqlStore``: the one ``ports.Store`` adapter, for MySQL/MariaDB and SQLite."""
+
+from __future__ import annotations
+
+from delivery_server.adapters.store_sql.admin import AdminQueries
+from delivery_server.adapters.store_sql.database import Database
+from delivery_server.adapters.store_sql.emails import EmailQueries
+from delivery_server.adapters.store_sql.engine import create_engine
+from delivery_server.adapters.store_sql.publishing import PublishingQueries
+
+
+class SqlStore(PublishingQueries, EmailQueries, AdminQueries):
+    """Everything the database does (``ports.Store``), over one connection pool.
+
+    Tables must exist: run :func:`~delivery_server.adapters.store_sql.upgrade_schema`
+    (``delivery-server db upgrade``) first. Database outages and persistent deadlocks
+    surface as ``errors.RetryableError``."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._counted_at = {}
+
+    @classmethod
+    async def connect(cls, database_url: str, *, pool_size: int = 10) -> SqlStore:
+        """A store for ``mysql://user:pass@host:3306/db`` or ``sqlite:///path.db``.
+
+        Connections are opened lazily, on first use; a bad URL is a ``ConfigError``."""
+        return cls(Database(create_engine(database_url, pool_size=pool_size)))
+
+    @property
+    def dialect(self) -> str:
+        """``mysql`` or ``sqlite`` (for logs and diagnostics)."""
+        return self._db.engine.dialect.name
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self._db.close()
