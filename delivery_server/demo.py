@@ -159,5 +159,12 @@ async def _write_statements(directory: Path, count: int, console: Console) -> No
             loop.run_in_executor(pool, write_statements, str(directory), start, stop)
             for start, stop in ranges
         ]
-        for finished in asyncio.as_completed(tasks):
-            progress.advance(bar, await finished)
+        try:
+            for finished in asyncio.as_completed(tasks):
+                progress.advance(bar, await finished)
+        except BaseException:
+            # Collect the others' results too, so that no failure is left unretrieved.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
