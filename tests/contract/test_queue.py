@@ -25,11 +25,13 @@ from delivery_server.errors import PermanentError
 from delivery_server.models import Delivery, QueueMessage
 from delivery_server.ports import Queue
 from tests.conftest import AWS_REGION
+from tests.support.simulator import sim_queue, simulator  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 
 # Fixture names, one per implementation of ports.Queue; each yields an empty queue.
-QUEUE_FIXTURES = ["local_queue", "sqs_queue"]
+# The stand-in simulator runs the same contract: its SQS semantics are proven, not assumed.
+QUEUE_FIXTURES = ["local_queue", "sqs_queue", "sim_queue"]
 
 LONG = 300  # a visibility timeout no test outlives
 
