@@ -30,4 +30,4 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) outbox demo-outbox delivery.db .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outbox demo-output delivery.db .pytest_cache .mypy_cache .ruff_cache

@@ -157,10 +157,10 @@ def settings_for(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def admin_logging(settings: Settings) -> None:
-    """Quiet logs for short commands: their stdout is tables or JSON for scripts."""
+    """Logs of short commands go to stderr: their stdout is tables or JSON for scripts."""
     from delivery_server.logging import configure_logging
 
-    configure_logging(settings.model_copy(update={"log_level": "error"}))
+    configure_logging(settings, stream=sys.stderr)
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> int:

@@ -13,6 +13,7 @@ import asyncio
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,7 +48,7 @@ async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
     console = Console()
     output = await asyncio.to_thread(prepare_directory, output)
     settings = demo_settings(config, output)
-    configure_logging(settings)
+    configure_logging(settings, stream=sys.stderr)
     console.print(f"[bold]delivery-server demo[/]: {emails:,} bank statements in {output}")
     await upgrade_database(settings)
     await _write_statements(output / "statements", emails, console)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import sys
+from typing import TextIO
 
 import structlog
 
@@ -16,13 +17,17 @@ from delivery_server.settings import Settings
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-def configure_logging(settings: Settings) -> None:
-    """Configure structlog once, from the settings (called by the CLI at start-up)."""
-    fmt = settings.log_format or ("console" if sys.stdout.isatty() else "json")
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Configure structlog once, from the settings (called by the CLI at start-up).
+
+    The server logs to stdout (what CloudWatch reads); short commands pass stderr so that
+    their own output (``--json``) stays clean."""
+    stream = stream or sys.stdout
+    fmt = settings.log_format or ("console" if stream.isatty() else "json")
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[
@@ -33,7 +38,7 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.log_level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library; keep them quiet unless they matter.
