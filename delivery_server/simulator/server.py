@@ -3,7 +3,8 @@
 Control API (no authentication: the simulator only ever listens on loopback):
 
 ``GET /_sim/sent[?list=1&limit=N]``
-    ``{"count", "duplicates"[, "emails"]}``: accepted emails (the last N in full).
+    ``{"count", "duplicates", "first_accepted_at", "last_accepted_at"[, "emails"]}``:
+    accepted emails (the last N in full); the times are the simulator's ``time.time()``.
 ``GET /_sim/stats``
     Requests answered, by SQS target and SES operation (and injected error).
 ``GET /_sim/faults`` / ``POST /_sim/faults``

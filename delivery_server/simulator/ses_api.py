@@ -70,6 +70,10 @@ class SentLog:
     keep: int = 10_000
     count: int = 0
     duplicates: int = 0
+    # Wall-clock (time.time) of the first and the latest accepted send: a benchmark's
+    # "time to first send" and its last send, whatever ``keep`` dropped since.
+    first_accepted_at: float | None = None
+    last_accepted_at: float | None = None
     records: deque[SentEmail] = field(default_factory=deque)
     _email_ids: set[str] = field(default_factory=set)
 
@@ -78,6 +82,9 @@ class SentLog:
 
     def add(self, email: SentEmail) -> None:
         self.count += 1
+        if self.first_accepted_at is None:
+            self.first_accepted_at = email.accepted_at
+        self.last_accepted_at = email.accepted_at
         self.records.append(email)
         email_id = email.tags.get("email_id")
         if email_id is not None:
@@ -88,11 +95,17 @@ class SentLog:
 
     def clear(self) -> None:
         self.count = self.duplicates = 0
+        self.first_accepted_at = self.last_accepted_at = None
         self.records.clear()
         self._email_ids.clear()
 
     def to_json(self, with_emails: bool, limit: int) -> Payload:
-        out: Payload = {"count": self.count, "duplicates": self.duplicates}
+        out: Payload = {
+            "count": self.count,
+            "duplicates": self.duplicates,
+            "first_accepted_at": self.first_accepted_at,
+            "last_accepted_at": self.last_accepted_at,
+        }
         if with_emails:
             recent = list(self.records)[-limit:] if limit > 0 else []
             out["emails"] = [asdict(email) for email in recent]

@@ -272,6 +272,24 @@ async def test_simple_send_is_recorded(ses: Any, simulator: Simulator) -> None: 
     assert (await control(simulator, "/_sim/sent"))["count"] == 1
 
 
+async def test_sent_log_keeps_first_and_last_accept_times_beyond_keep(
+    ses: Any,
+    simulator: Simulator,  # noqa: F811
+) -> None:
+    simulator.sent.records = type(simulator.sent.records)(maxlen=1)  # keep only the last
+    before = time.time()
+
+    for n in range(3):
+        await ses.send_email(**simple_email(to=f"c{n}@example.com"))
+
+    sent = await control(simulator, "/_sim/sent")
+    assert sent["count"] == 3
+    assert before <= sent["first_accepted_at"] <= sent["last_accepted_at"] <= time.time()
+    assert sent["last_accepted_at"] == simulator.sent.records[-1].accepted_at
+    await control(simulator, "/_sim/reset", {})
+    assert (await control(simulator, "/_sim/sent"))["first_accepted_at"] is None
+
+
 async def test_raw_send_is_recorded_from_its_headers(ses: Any, simulator: Simulator) -> None:  # noqa: F811
     message = EmailMessage()
     message["From"] = "bank@example.com"
