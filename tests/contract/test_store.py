@@ -176,9 +176,11 @@ async def test_migrations_build_exactly_the_schema_module(raw: AsyncEngine) -> N
 
 
 def test_bad_urls_are_configuration_errors() -> None:
-    for url in ("postgresql://db/x", "sqlite://", "sqlite:///:memory:", "not a url"):
-        with pytest.raises(ConfigError, match="DELIVERY_DATABASE_URL"):
+    bad_port = "mysql://user:s3cret@db:port/x"
+    for url in ("postgresql://db/x", "sqlite://", "sqlite:///:memory:", "not a url", bad_port):
+        with pytest.raises(ConfigError, match="DELIVERY_DATABASE_URL") as raised:
             create_engine(url)
+        assert "s3cret" not in str(raised.value)
 
 
 # --- templates ---------------------------------------------------------------------------

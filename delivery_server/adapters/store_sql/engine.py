@@ -44,7 +44,8 @@ def async_url(database_url: str) -> sa.URL:
     """Map the configured URL onto the async driver; refuse anything else."""
     try:
         url = sa.make_url(database_url)
-    except sa_exc.ArgumentError as exc:
+    except (sa_exc.ArgumentError, ValueError) as exc:  # ValueError: a non-numeric port
+        # The message never repeats the URL: it may hold a password.
         raise ConfigError(f"{SETTING}: not a valid database URL") from exc
     if url.drivername in ("mysql", "mysql+aiomysql"):
         query = {"charset": "utf8mb4", **url.query}
