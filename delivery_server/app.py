@@ -12,6 +12,7 @@ import structlog
 from delivery_server.acks import DeleteBatcher
 from delivery_server.consumer import Consumer
 from delivery_server.errors import ConfigError
+from delivery_server.fleet import FleetRate
 from delivery_server.health import Heartbeats, HttpServer
 from delivery_server.lifecycle import stop_on_signals
 from delivery_server.loops import wait_or_stop
@@ -226,6 +227,8 @@ async def _consume(
     attachments = await stack.enter_async_context(open_attachments(settings))
     acks = DeleteBatcher(queue)
     flusher = asyncio.create_task(acks.run())
+    gate = SendGate()
+    fleet = await _join_fleet(settings, store, sender, gate, heartbeats)
     pipeline = Pipeline(
         store,
         queue,
@@ -234,7 +237,7 @@ async def _consume(
         Renderer(settings.max_rendered_bytes),
         metrics,
         acks,
-        SendGate(settings.max_send_rate),
+        gate,
         PipelinePolicy(
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
@@ -250,7 +253,24 @@ async def _consume(
         shutdown_grace=settings.shutdown_grace,
     )
     try:
-        await consumer.run(stop)
+        async with asyncio.TaskGroup() as tasks:
+            if fleet is not None:
+                tasks.create_task(fleet.run(stop))
+            tasks.create_task(consumer.run(stop))
     finally:
         acks.close()
         await flusher
+
+
+async def _join_fleet(
+    settings: Settings, store: Store, sender: Sender, gate: SendGate, heartbeats: Heartbeats
+) -> FleetRate | None:
+    """Share the account's send rate (DELIVERY_MAX_SEND_RATE, else what the provider says)
+    among the live sending processes; None when there is no rate to respect."""
+    total = settings.max_send_rate or await sender.max_send_rate()
+    if not total:
+        return None
+    fleet = FleetRate(store, gate, heartbeats, total_rate=total)
+    await fleet.beat_once()  # take a share before the first send
+    log.info("send_rate", account_rate=total, processes=fleet.live)
+    return fleet

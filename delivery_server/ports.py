@@ -62,6 +62,10 @@ class Sender(Protocol):
         """Send and return the provider's message id; raise an ``errors`` class on failure."""
         ...
 
+    async def max_send_rate(self) -> float | None:
+        """The provider account's emails per second, or None when it has no such limit."""
+        ...
+
 
 class AttachmentLoader(Protocol):
     """Fetches attachment bytes from where an attachment reference points."""
@@ -188,7 +192,22 @@ class AdminStore(Protocol):
         ...
 
 
-class Store(PublisherStore, EmailStore, ReconcilerStore, AdminStore, Protocol):
+class FleetStore(Protocol):
+    """Live sending processes, so that they can share one account-wide send rate."""
+
+    async def heartbeat_instance(
+        self, instance_id: str, now: datetime, expire_before: datetime
+    ) -> int:
+        """Record this process as alive now, forget processes not seen since
+        ``expire_before``, and return how many are alive (this one included)."""
+        ...
+
+    async def remove_instance(self, instance_id: str) -> None:
+        """Forget this process (clean shutdown: the others take over its share at once)."""
+        ...
+
+
+class Store(PublisherStore, EmailStore, ReconcilerStore, AdminStore, FleetStore, Protocol):
     """Everything the database does; one adapter implements it for MySQL and SQLite."""
 
     async def count_by_status(self) -> tuple[dict[JobStatus, int], dict[EmailStatus, int]]:

@@ -29,8 +29,13 @@ class SendGate:
         return self._rate
 
     def set_max_rate(self, max_rate: float | None) -> None:
+        """A new ceiling (the process's share of the fleet's rate changed). A rate that
+        throttling has lowered stays lowered in proportion."""
+        if max_rate is not None and self._rate is not None and self._max_rate:
+            self._rate = max_rate * (self._rate / self._max_rate)
+        else:
+            self._rate = max_rate
         self._max_rate = max_rate
-        self._rate = max_rate
 
     def paused_for(self) -> float:
         """Seconds left in an account-wide pause (0 when sending is allowed)."""
@@ -44,8 +49,9 @@ class SendGate:
             self._rate = max(1.0, self._rate / 2)
 
     def on_success(self) -> None:
+        # Recover by 1% of the ceiling per success: back from half in ~50 sends.
         if self._rate is not None and self._max_rate is not None and self._rate < self._max_rate:
-            self._rate = min(self._max_rate, self._rate + 0.5)
+            self._rate = min(self._max_rate, self._rate + self._max_rate * 0.01)
 
     async def wait_for_token(self) -> None:
         """Wait until a send is allowed under the pause and the current rate."""

@@ -27,6 +27,10 @@ class OutboxSender:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    async def max_send_rate(self) -> float | None:
+        """No account-wide rate here (set DELIVERY_MAX_SEND_RATE to limit)."""
+        return None
+
     async def send(self, email: OutgoingEmail) -> str:
         """Write the email as a ``.eml`` file; return ``outbox-<file name>``."""
         raw = build_mime(email)

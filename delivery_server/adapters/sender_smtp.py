@@ -146,6 +146,10 @@ class SmtpSender:
             self._slots.put_nowait(None)
         self._closed = False
 
+    async def max_send_rate(self) -> float | None:
+        """No account-wide rate here (set DELIVERY_MAX_SEND_RATE to limit)."""
+        return None
+
     async def send(self, email: OutgoingEmail) -> str:
         """Send one email over a pooled connection; return its ``Message-ID`` header."""
         message = build_message(email)

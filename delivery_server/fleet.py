@@ -1,0 +1,81 @@
+"""One send rate for the whole fleet (issue: reliability, item 3).
+
+Every sending process beats in the database; each takes ``total / live`` of the account's
+rate. A process that dies stops beating and its share returns to the others after
+``expire_after``; a clean shutdown hands it back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from datetime import timedelta
+
+import structlog
+
+from delivery_server.health import Heartbeats
+from delivery_server.loops import wait_or_stop
+from delivery_server.models import utcnow
+from delivery_server.ports import FleetStore
+from delivery_server.sendgate import SendGate
+
+log = structlog.get_logger(__name__)
+
+LOOP_NAME = "fleet"
+BEAT_SECONDS = 5.0
+
+
+def new_instance_id() -> str:
+    """An id for this process: host name for operators, random part for uniqueness."""
+    return f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
+
+
+class FleetRate:
+    """Keeps this process's share of ``total_rate`` up to date."""
+
+    def __init__(
+        self,
+        store: FleetStore,
+        gate: SendGate,
+        heartbeats: Heartbeats,
+        *,
+        total_rate: float,
+        beat_seconds: float = BEAT_SECONDS,
+        instance_id: str | None = None,
+    ) -> None:
+        self._store = store
+        self._gate = gate
+        self._heartbeats = heartbeats
+        self._total_rate = total_rate
+        self._beat = beat_seconds
+        self.instance_id = instance_id or new_instance_id()
+        self.live = 0
+
+    async def beat_once(self) -> None:
+        now = utcnow()
+        live = await self._store.heartbeat_instance(
+            self.instance_id, now, now - timedelta(seconds=self._beat * 3)
+        )
+        live = max(live, 1)
+        if live != self.live:
+            log.info("fleet_share", processes=live, share=round(self._total_rate / live, 2))
+        self.live = live
+        self._gate.set_max_rate(self._total_rate / live)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._heartbeats.register(LOOP_NAME, allowance=self._beat * 6 + 30)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.beat_once()
+                except Exception as exc:  # keep the last share; the database may come back
+                    log.warning("fleet_beat_failed", error=type(exc).__name__)
+                self._heartbeats.beat(LOOP_NAME)
+                await wait_or_stop(stop, self._beat)
+        finally:
+            self._heartbeats.unregister(LOOP_NAME)
+            try:
+                await self._store.remove_instance(self.instance_id)
+            except Exception as exc:  # it expires by itself
+                log.warning("fleet_leave_failed", error=type(exc).__name__)
