@@ -16,11 +16,12 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
 from delivery_server.adapters.store_sql.engine import create_engine
-from delivery_server.adapters.store_sql.migrate import VERSION_TABLE
+from delivery_server.adapters.store_sql.migrate import VERSION_TABLE, alembic_config
 from delivery_server.adapters.store_sql.schema import email as email_table
 from delivery_server.adapters.store_sql.schema import metadata
 from delivery_server.errors import ConfigError, NotFoundError, PermanentError, RetryableError
@@ -160,7 +161,24 @@ async def test_upgrade_is_idempotent_and_creates_the_design_columns(
         versions = (await conn.execute(version_query)).all()
     for table, expected in DESIGN_COLUMNS.items():
         assert expected <= columns[table], table
-    assert [tuple(v) for v in versions] == [("0001",)]
+    assert [tuple(v) for v in versions] == [("0002",)]  # the head revision
+
+
+@pytest.mark.parametrize("backend", STORE_BACKENDS)
+async def test_a_database_at_the_first_revision_is_upgraded(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    url: str = request.getfixturevalue(backend)
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0001"))
+        await upgrade_schema(url)
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+    assert {"delivery_email", "delivery_instance", VERSION_TABLE} <= tables
 
 
 async def test_migrations_build_exactly_the_schema_module(raw: AsyncEngine) -> None:
@@ -733,6 +751,35 @@ async def test_a_restart_racing_the_settler_never_finishes_a_job_with_pending_em
     final = await store.job(job.id)
     assert restarted == 20
     assert final.status is JobStatus.PROCESSING  # whichever ran first, pending work wins
+
+
+# --- the fleet of sending processes ------------------------------------------------------
+
+
+async def test_instances_beat_expire_and_leave(store: SqlStore, other_store: SqlStore) -> None:
+    start = utcnow()
+    later = start + timedelta(seconds=20)
+    assert await store.heartbeat_instance("task-a", start, start - timedelta(seconds=15)) == 1
+    assert await other_store.heartbeat_instance("task-b", start, start - timedelta(seconds=15)) == 2
+    assert await store.heartbeat_instance("task-a", start, start - timedelta(seconds=15)) == 2
+    # task-b stopped beating: at the next beat of task-a it has expired.
+    assert await store.heartbeat_instance("task-a", later, later - timedelta(seconds=15)) == 1
+    await other_store.heartbeat_instance("task-b", later, later - timedelta(seconds=15))
+    await other_store.remove_instance("task-b")
+    await other_store.remove_instance("task-b")  # leaving twice is harmless
+    assert await store.heartbeat_instance("task-a", later, later - timedelta(seconds=15)) == 1
+
+
+async def test_concurrent_heartbeats_count_every_live_instance(
+    store: SqlStore, other_store: SqlStore
+) -> None:
+    now = utcnow()
+    beats = [
+        s.heartbeat_instance(f"task-{i}", now, now - timedelta(seconds=15))
+        for i, s in enumerate([store, other_store] * 5)
+    ]
+    await asyncio.gather(*beats)
+    assert await store.heartbeat_instance("task-0", now, now - timedelta(seconds=15)) == 10
 
 
 # --- connections ----------------------------------------------------------------------------

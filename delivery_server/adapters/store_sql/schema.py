@@ -91,3 +91,13 @@ email = sa.Table(
     sa.Index("ix_delivery_email_status_updated", "status", "updated_at"),
     **MYSQL_TABLE_OPTIONS,
 )
+
+# Live sending processes, so that they can share one account-wide send rate (not in
+# DESIGN §3: bookkeeping of the fleet, not of jobs).
+instance = sa.Table(
+    "delivery_instance",
+    metadata,
+    sa.Column("instance_id", sa.String(100), primary_key=True),
+    sa.Column("last_seen", Timestamp, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)

@@ -6,10 +6,11 @@ from delivery_server.adapters.store_sql.admin import AdminQueries
 from delivery_server.adapters.store_sql.database import Database
 from delivery_server.adapters.store_sql.emails import EmailQueries
 from delivery_server.adapters.store_sql.engine import create_engine
+from delivery_server.adapters.store_sql.instances import InstanceQueries
 from delivery_server.adapters.store_sql.publishing import PublishingQueries
 
 
-class SqlStore(PublishingQueries, EmailQueries, AdminQueries):
+class SqlStore(PublishingQueries, EmailQueries, AdminQueries, InstanceQueries):
     """Everything the database does (``ports.Store``), over one connection pool.
 
     Tables must exist: run :func:`~delivery_server.adapters.store_sql.upgrade_schema`
