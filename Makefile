@@ -31,3 +31,23 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outbox demo-output delivery.db .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (issue 5): our server, the floor and the peers in one run; each prints a table
+# and ends with one RESULT line. The peers need the bench extra (Celery, Redis client, psutil).
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --emails 500000 --peer-emails 20000
+
+# Within 5 minutes: the EED model is bound by its 1 s poll delay (~110 emails/s), so it
+# gets a smaller slice than Celery.
+bench-quick: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --emails 20000 --peer-emails 20000 --eed-emails 4000
+
+# For CI: keeps the bench working, asserts nothing about speed.
+bench-smoke: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --emails 300 --peer-emails 100

@@ -20,7 +20,7 @@ import random
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +206,7 @@ def recipient_variables(index: int, rng: random.Random, has_pdf: bool) -> dict[s
 
 
 def _email_rows(
-    job_id: int, n: int, attachment_ratio: float, seed: int
+    job_id: int, n: int, attachment_ratio: float, seed: int, now: datetime
 ) -> Iterator[tuple[Any, ...]]:
     rng = random.Random(seed)
     attachment = json.dumps(
@@ -222,6 +222,8 @@ def _email_rows(
             json.dumps(recipient_variables(index, rng, has_pdf)),
             attachment if has_pdf else None,
             "pending",
+            now,
+            now,
         )
 
 
@@ -248,19 +250,21 @@ def create_schema_and_job(
             if create_tables:
                 for statement in SCHEMA:
                     cur.execute(statement)
+            # Timestamps given explicitly: our migrations' tables have no defaults for them.
+            now = datetime.now(UTC).replace(tzinfo=None)
             cur.execute(
                 "INSERT IGNORE INTO delivery_template (name, locale, version, subject,"
-                " text_body, html_body) VALUES (%s, 'en', 1, %s, %s, %s)",
-                (TEMPLATE_NAME, SUBJECT, TEXT_BODY, HTML_BODY),
+                " text_body, html_body, created_at) VALUES (%s, 'en', 1, %s, %s, %s, %s)",
+                (TEMPLATE_NAME, SUBJECT, TEXT_BODY, HTML_BODY, now),
             )
             cur.execute(
                 "INSERT INTO delivery_job (name, status, template_name, from_address,"
-                " total_count) VALUES (%s, 'draft', %s, %s, %s)",
-                (f"bench-{n}", TEMPLATE_NAME, FROM_ADDRESS, n),
+                " total_count, created_at) VALUES (%s, 'draft', %s, %s, %s, %s)",
+                (f"bench-{n}", TEMPLATE_NAME, FROM_ADDRESS, n, now),
             )
             job_id = int(cur.lastrowid)
             batch: list[tuple[Any, ...]] = []
-            for row in _email_rows(job_id, n, attachment_ratio, seed):
+            for row in _email_rows(job_id, n, attachment_ratio, seed, now):
                 batch.append(row)
                 if len(batch) == INSERT_BATCH:
                     _insert_emails(cur, batch)
@@ -282,8 +286,8 @@ def create_schema_and_job(
 def _insert_emails(cur: Any, rows: list[tuple[Any, ...]]) -> None:
     # pymysql turns executemany of one INSERT ... VALUES into multi-row statements.
     cur.executemany(
-        "INSERT INTO delivery_email (job_id, to_address, variables, attachments, status)"
-        " VALUES (%s, %s, %s, %s, %s)",
+        "INSERT INTO delivery_email (job_id, to_address, variables, attachments, status,"
+        " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
         rows,
     )
 

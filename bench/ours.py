@@ -1,0 +1,431 @@
+"""Our server on the bench's work: real ``delivery-server run`` processes, measured from outside.
+
+Everything goes through the product's real path: a fresh MariaDB database built by our own
+migrations (``delivery-server db upgrade``), a job registered the way upstream systems do it
+(rows inserted in ``draft``, then the job set to ``processing``), SQS and SES v2 through
+aiobotocore against the stand-in. What is measured, and how:
+
+* **wall**: from just before the job is set to ``processing`` until the job row says it
+  finished (polled every 0.1 s): end to end, the job's own bookkeeping included;
+* **CPU**: user + system seconds of the server processes only (psutil), from the moment
+  they answer ``/readyz`` (start-up is not a per-email cost) to the end of the job;
+  MariaDB and the stand-in are reported separately, and so is what the rest of the
+  machine used meanwhile (a shared box: other work shows up there, not in our figures);
+* **peak RSS**: the largest resident set of a server process, sampled at 10 Hz;
+* **first send**: from the ``processing`` update to the stand-in's first accepted send;
+* **exactly once**: the stand-in's accepted count and its duplicate count (by the
+  ``email_id`` tag every send carries), and the database: every email ``sent``, with as
+  many distinct provider message ids as emails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.measure import SERVICE_NAMES
+from bench.stand_in import REPO, SimulatorProcess
+from bench.workload import Workload, connect, create_schema_and_job
+
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+JOB_POLL = 0.1
+SAMPLE_INTERVAL = 0.1
+PROGRESS_EVERY = 10.0
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mysql_url(params: Mapping[str, Any], database: str) -> str:
+    user = params.get("user", "root")
+    password = params.get("password", "")
+    auth = f"{user}:{password}" if password else str(user)
+    return f"mysql://{auth}@{params.get('host', '127.0.0.1')}:{params.get('port', 3306)}/{database}"
+
+
+def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of our child processes: no stray ``DELIVERY_*`` settings of the
+    caller (an unknown one is a start-up error), fake AWS credentials, the repository
+    importable."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DELIVERY_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",  # noqa: S106 - the stand-in takes any
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    env.update(extra or {})
+    return env
+
+
+def create_queue(sim: SimulatorProcess, name: str) -> str:
+    """CreateQueue on the stand-in (SQS JSON protocol); return the queue URL."""
+    request = urllib.request.Request(  # noqa: S310 - the stand-in's own loopback URL
+        f"{sim.endpoint_url}/",
+        data=json.dumps({"QueueName": name}).encode(),
+        headers={
+            "X-Amz-Target": "AmazonSQS.CreateQueue",
+            "Content-Type": "application/x-amz-json-1.0",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return str(json.loads(response.read())["QueueUrl"])
+
+
+def process_cpu(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def service_processes() -> dict[str, psutil.Process]:
+    """MariaDB (and Redis) processes, to report their CPU separately."""
+    found = {}
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in SERVICE_NAMES:
+            found[f"{proc.info['name']}:{proc.pid}"] = proc
+    return found
+
+
+@dataclass
+class ServerProcesses:
+    """``delivery-server run`` processes, each in its own session (so nothing outlives
+    the bench), each logging to its own file."""
+
+    env: dict[str, str]
+    log_dir: Path
+    count: int
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(self.count):
+            port = free_port()
+            log = (self.log_dir / f"server-{index}.log").open("wb")
+            env = {**self.env, "DELIVERY_HTTP_PORT": str(port)}
+            command = [sys.executable, "-m", "delivery_server", "run"]
+            proc = subprocess.Popen(
+                command,
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            log.close()
+            self.procs.append(proc)
+            self.ports.append(port)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        for index, port in enumerate(self.ports):
+            while True:
+                self.check_alive()
+                try:
+                    url = f"http://127.0.0.1:{port}/readyz"
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"server {index} not ready within {timeout}s: {self.tail(index)}"
+                    )
+                time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        for index, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                raise RuntimeError(f"server {index} exited ({proc.returncode}): {self.tail(index)}")
+
+    def tail(self, index: int, chars: int = 2000) -> str:
+        path = self.log_dir / f"server-{index}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def psutil_procs(self) -> list[psutil.Process]:
+        return [psutil.Process(p.pid) for p in self.procs]
+
+    def stop(self) -> None:
+        """SIGTERM (the server's own graceful stop), then SIGKILL the whole session."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+class RssSampler:
+    """Peak (and last) resident set of each process, sampled by a thread at 10 Hz."""
+
+    def __init__(self, procs: list[psutil.Process]) -> None:
+        self._procs = procs
+        self.peak = [0] * len(procs)
+        self.last = [0] * len(procs)
+        self.peak_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(SAMPLE_INTERVAL):
+                return
+
+    def sample(self) -> None:
+        total = 0
+        for index, proc in enumerate(self._procs):
+            try:
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                continue
+            self.last[index] = rss
+            self.peak[index] = max(self.peak[index], rss)
+            total += rss
+        self.peak_total = max(self.peak_total, total)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, output: Path) -> Iterator[None]:
+    """``py-spy record`` (collapsed stacks, GIL-holding samples only) while in the block.
+
+    The profiler samples from outside the process; its own CPU is not counted as ours."""
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+    command += ["--format", "raw", "--output", str(output), "--rate", "200", "--gil"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the job starts
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def recreate_database(params: Mapping[str, Any], database: str) -> None:
+    with connect(params) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        cur.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+
+
+def drop_database(params: Mapping[str, Any], database: str) -> None:
+    with connect(params) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def upgrade_schema(env: dict[str, str], timeout: float = 120.0) -> None:
+    """``delivery-server db upgrade``: our own migrations build the schema."""
+    subprocess.run(
+        [sys.executable, "-m", "delivery_server", "db", "upgrade"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        timeout=timeout,
+        capture_output=True,
+    )
+
+
+def set_processing(work: Workload) -> float:
+    """Hand the job over as upstream systems do; return the wall clock just before."""
+    with work.connect() as conn, conn.cursor() as cur:
+        started = time.time()
+        cur.execute(
+            "UPDATE delivery_job SET status = 'processing' WHERE id = %s AND status = 'draft'",
+            (work.job_id,),
+        )
+    return started
+
+
+def wait_finished(
+    work: Workload, servers: ServerProcesses, sim: SimulatorProcess, deadline: float
+) -> str | None:
+    """Poll the job row until it is finished; None on timeout. Progress goes to stderr."""
+    next_progress = time.monotonic() + PROGRESS_EVERY
+    with work.connect() as conn, conn.cursor() as cur:
+        while time.monotonic() < deadline:
+            cur.execute("SELECT status FROM delivery_job WHERE id = %s", (work.job_id,))
+            (status,) = cur.fetchone()
+            if status in FINISHED:
+                return str(status)
+            servers.check_alive()
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY
+                print(f"  ours: {sim.sent_count():,} / {work.emails:,} sent", file=sys.stderr)
+            time.sleep(JOB_POLL)
+    return None
+
+
+def verify(work: Workload) -> dict[str, int]:
+    """What the database says: counts by status, distinct message ids, attempts."""
+    with work.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT status, COUNT(*) FROM delivery_email WHERE job_id = %s GROUP BY status",
+            (work.job_id,),
+        )
+        counts = {f"db_{status}": int(n) for status, n in cur.fetchall()}
+        cur.execute(
+            "SELECT COUNT(DISTINCT provider_message_id), COALESCE(SUM(attempts), 0)"
+            " FROM delivery_email WHERE job_id = %s AND status = 'sent'",
+            (work.job_id,),
+        )
+        distinct_ids, attempts = cur.fetchone()
+    return {**counts, "db_distinct_message_ids": int(distinct_ids), "db_attempts": int(attempts)}
+
+
+@contextlib.contextmanager
+def running_servers(servers: ServerProcesses) -> Iterator[ServerProcesses]:
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+def run_ours(
+    args: Any, sim: SimulatorProcess, params: Mapping[str, Any], run_dir: Path
+) -> dict[str, Any]:
+    """One job of ``args.emails`` through ``args.servers`` server processes; the figures."""
+    database = args.database
+    recreate_database(params, database)
+    db_env = {"DELIVERY_DATABASE_URL": mysql_url(params, database)}
+    upgrade_schema(base_env(db_env))
+    created = time.perf_counter()
+    work = create_schema_and_job(
+        params,
+        args.emails,
+        args.attachment_ratio,
+        database=database,
+        fresh=False,
+        create_tables=False,
+        attachments_dir=args.attachments_dir,
+    )
+    create_s = time.perf_counter() - created
+    sim.control("/_sim/reset", {})  # a clean sent log: first send and duplicates are ours
+    queue_url = create_queue(sim, f"bench-{database}")
+    env = base_env(
+        {
+            **db_env,
+            "DELIVERY_QUEUE": "sqs",
+            "DELIVERY_SQS_QUEUE_URL": queue_url,
+            "DELIVERY_AWS_ENDPOINT_URL": sim.endpoint_url,
+            "DELIVERY_SENDER": "ses",
+            "DELIVERY_ATTACHMENTS_DIR": str(work.attachments_dir),
+            "DELIVERY_LOG_FORMAT": "json",
+            **dict(item.split("=", 1) for item in args.server_env),
+        }
+    )
+    servers = ServerProcesses(env, run_dir, args.servers)
+    services = service_processes()
+    with running_servers(servers), contextlib.ExitStack() as profiles:
+        servers.wait_ready()
+        procs = servers.psutil_procs()
+        if args.py_spy:
+            for index, proc in enumerate(servers.procs):
+                profiles.enter_context(py_spy(proc.pid, run_dir / f"server-{index}.pyspy.txt"))
+        cpu0 = [process_cpu(p) for p in procs]
+        startup_cpu = sum(cpu0)
+        service0 = {key: process_cpu(p) for key, p in services.items()}
+        sim_cpu0 = sim.cpu_seconds()
+        machine0 = psutil.cpu_times()
+        with RssSampler(procs) as rss:
+            started = set_processing(work)
+            status = wait_finished(work, servers, sim, time.monotonic() + args.timeout)
+            ended = time.time()
+        cpu = sum(process_cpu(p) for p in procs) - startup_cpu
+        services_cpu = {k: round(process_cpu(p) - service0[k], 2) for k, p in services.items()}
+        sim_cpu = sim.cpu_seconds() - sim_cpu0
+        machine1 = psutil.cpu_times()
+    machine_busy = _busy(machine1) - _busy(machine0)
+    sent_log = sim.control("/_sim/sent")
+    checks = verify(work)
+    wall = ended - started
+    sent = checks.get("db_sent", 0)
+    first = sent_log.get("first_accepted_at")
+    mariadb_cpu = sum(v for k, v in services_cpu.items() if k.startswith(("mariadbd", "mysqld")))
+    exactly_once = (
+        status is not None
+        and sent == work.emails
+        and sent_log["count"] == work.emails
+        and sent_log["duplicates"] == 0
+        and checks["db_distinct_message_ids"] == work.emails
+    )
+    return {
+        "run": "ours",
+        "emails": work.emails,
+        "servers": args.servers,
+        "status": status,
+        "sent": sent,
+        "failed": checks.get("db_failed", 0) + checks.get("db_unknown", 0),
+        "wall_s": round(wall, 3),
+        "send_span_s": round(sent_log["last_accepted_at"] - first, 3) if first else None,
+        "cpu_s": round(cpu, 3),
+        "emails_per_s": round(sent / wall, 1) if wall > 0 else None,
+        "emails_per_cpu_s": round(sent / cpu, 1) if cpu > 0 else None,
+        "cpu_s_per_1000": round(cpu / sent * 1000, 3) if sent else None,
+        "peak_rss_mb": round(max(rss.peak) / 2**20, 1),
+        "peak_rss_total_mb": round(rss.peak_total / 2**20, 1),
+        "final_rss_mb": round(max(rss.last) / 2**20, 1),
+        "first_send_s": round(first - started, 3) if first else None,
+        "startup_cpu_s": round(startup_cpu, 3),
+        "mariadb_cpu_s": round(mariadb_cpu, 2),
+        "simulator_cpu_s": round(sim_cpu, 2),
+        "other_cpu_s": round(max(0.0, machine_busy - cpu - mariadb_cpu - sim_cpu), 2),
+        "machine_cpu_s": round(machine_busy, 2),
+        "simulator_accepted": sent_log["count"],
+        "simulator_duplicates": sent_log["duplicates"],
+        "exactly_once": exactly_once,
+        "create_job_s": round(create_s, 1),
+        "log_dir": str(run_dir),
+        **checks,
+    }
+
+
+def _busy(times: Any) -> float:
+    """Busy CPU seconds of the whole machine (all cores) from ``psutil.cpu_times()``."""
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return float(
+        sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    )

@@ -1,0 +1,343 @@
+"""The benchmark of issue 5, in one run: our server, the floor and the peers, same stand-in.
+
+    python -m bench.run --emails N [--peer-emails M] [--eed-emails E] [--servers K]
+                        [--skip-peers] [--json-out FILE]
+
+1. starts the AWS stand-in (a child process, 20 ms per SES send);
+2. **ours**: a fresh MariaDB database built by our migrations, one job of N statement
+   emails (per-recipient variables, 10 % with a ~100 KB PDF), K ``delivery-server run``
+   processes; the job is set to ``processing`` and the run ends when the job row says it
+   finished (``bench.ours`` says what is measured and how);
+3. **floor**: raw aiobotocore ``SendEmail`` calls per CPU-second against the same stand-in
+   (``bench.floor``);
+4. **peers** on a slice of M emails: Celery (threads x 32, Redis, boto3) and a model of the
+   old job manager (EED: a thread per email, a fixed 1 s poll delay) on E emails, because
+   its rate is bound by that poll delay, not by its CPU.
+
+Prints a table, the command that reproduces it, and ends with exactly one line:
+
+    RESULT emails_per_s=X ratio_to_floor=Y ratio_to_celery=Z peak_rss_mb=M first_send_s=F
+
+``ratio_to_floor`` = our emails per CPU-second / raw send calls per CPU-second;
+``ratio_to_celery`` = our emails per CPU-second / Celery's (``na`` with ``--skip-peers``).
+Exit code 1 when any email was not sent exactly once, or a part did not finish.
+Every part is bounded (``--timeout`` per part); every child process is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+
+from bench.ours import base_env, drop_database, run_ours
+from bench.stand_in import REPO, SimulatorProcess
+from bench.workload import DEFAULT_ATTACHMENTS_DIR
+
+DEFAULT_DATABASE = "delivery_bench_ours"
+PEER_DATABASE = "delivery_bench_peers"
+RUNS_DIR = Path(tempfile.gettempdir()) / "delivery_bench" / "runs"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--emails", type=int, default=20_000, help="N: our job's emails")
+    parser.add_argument("--peer-emails", type=int, help="Celery's slice (default min(N, 20000))")
+    parser.add_argument("--eed-emails", type=int, help="EED's slice (default: --peer-emails)")
+    parser.add_argument("--servers", type=int, default=1, help="our server processes")
+    parser.add_argument("--skip-peers", action="store_true", help="ours and the floor only")
+    parser.add_argument("--floor-calls", type=int, default=4000)
+    parser.add_argument("--attachment-ratio", type=float, default=0.1)
+    parser.add_argument("--ses-latency", type=float, default=0.02)
+    parser.add_argument("--timeout", type=float, help="seconds per part (default: by N)")
+    parser.add_argument("--database", default=DEFAULT_DATABASE, help="ours; recreated")
+    parser.add_argument("--peer-database", default=PEER_DATABASE, help="the peers'; recreated")
+    parser.add_argument("--redis-db", type=int, default=11, help="Celery's broker db; flushed")
+    parser.add_argument("--attachments-dir", type=Path, default=DEFAULT_ATTACHMENTS_DIR)
+    parser.add_argument("--db-host", default="127.0.0.1")
+    parser.add_argument("--db-port", type=int, default=3306)
+    parser.add_argument("--db-user", default="root")
+    parser.add_argument("--db-password", default="")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="DELIVERY_X=V",
+        help="extra setting for our servers (repeatable; shown in the report)",
+    )
+    parser.add_argument(
+        "--py-spy", action="store_true", help="profile our servers (collapsed stacks in the logs)"
+    )
+    parser.add_argument("--keep-databases", action="store_true", help="do not drop them")
+    parser.add_argument("--json-out", type=Path, help="also write every figure as JSON here")
+    args = parser.parse_args(argv)
+    if args.emails < 1 or args.servers < 1:
+        parser.error("--emails and --servers must be at least 1")
+    if args.peer_emails is None:
+        args.peer_emails = min(args.emails, 20_000)
+    if args.eed_emails is None:
+        args.eed_emails = args.peer_emails
+    if args.timeout is None:
+        # Generous: ten times what the slowest part needs at its expected rate.
+        args.timeout = max(120.0, args.emails / 50, args.peer_emails / 10)
+    return args
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGINT: unwind so that every ``finally`` stops its children."""
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_child(command: list[str], timeout: float, what: str) -> dict[str, Any]:
+    """Run a bench module in its own session; its last stdout line is its JSON result.
+    On timeout (or an interruption) the whole session is killed."""
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=base_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        raise
+    finally:
+        # Anything the child left behind in its session (Celery's workers) goes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{what} printed no result (exit {proc.returncode}): {err[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["exit_code"] = proc.returncode
+    return result
+
+
+def run_floor(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.floor", "--endpoint", endpoint]
+    command += ["--calls", str(args.floor_calls), "--timeout", str(args.timeout)]
+    return run_child(command, args.timeout + 60, "bench.floor")
+
+
+def _peer_command(args: argparse.Namespace, module: str, emails: int, endpoint: str) -> list[str]:
+    return [
+        sys.executable, "-m", module,
+        "--emails", str(emails),
+        "--attachment-ratio", str(args.attachment_ratio),
+        "--endpoint", endpoint,
+        "--database", args.peer_database,
+        "--attachments-dir", str(args.attachments_dir),
+        "--db-host", args.db_host,
+        "--db-port", str(args.db_port),
+        "--db-user", args.db_user,
+        "--db-password", args.db_password,
+        "--timeout", str(args.timeout),
+    ]  # fmt: skip
+
+
+def run_peers(args: argparse.Namespace, endpoint: str) -> dict[str, dict[str, Any]]:
+    results = {}
+    command = _peer_command(args, "bench.peers.celery_peer", args.peer_emails, endpoint)
+    command += ["--redis-db", str(args.redis_db)]
+    print(f"celery: {args.peer_emails:,} emails ...", file=sys.stderr)
+    results["celery"] = run_child(command, args.timeout + 120, "celery peer")
+    command = _peer_command(args, "bench.peers.eed", args.eed_emails, endpoint)
+    print(f"eed: {args.eed_emails:,} emails ...", file=sys.stderr)
+    results["eed"] = run_child(command, args.timeout + 120, "eed peer")
+    return results
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+    }
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _per_1000(cpu: float | None, count: int | None) -> float | None:
+    return cpu / count * 1000 if cpu and count else None
+
+
+def table(report: dict[str, Any]) -> str:
+    ours, floor = report["ours"], report["floor"]
+    peers = report.get("peers", {})
+    header = (
+        "| run | emails | emails/s | CPU s per 1,000 | emails per CPU-s | peak RSS MB "
+        "| first send s | notes |"
+    )
+    rows = [header, "|---|--:|--:|--:|--:|--:|--:|---|"]
+    once = "exactly once ✓" if ours["exactly_once"] else "NOT exactly once ✗"
+    rows.append(
+        f"| **ours** ({ours['servers']} server process{'es' if ours['servers'] > 1 else ''}) "
+        f"| {_fmt(ours['emails'])} | {_fmt(ours['emails_per_s'])} "
+        f"| {_fmt(ours['cpu_s_per_1000'], 2)} | {_fmt(ours['emails_per_cpu_s'])} "
+        f"| {_fmt(ours['peak_rss_mb'])} | {_fmt(ours['first_send_s'], 2)} "
+        f"| {once}; sim {_fmt(ours['simulator_accepted'])} accepted, "
+        f"{ours['simulator_duplicates']} duplicates |"
+    )
+    rows.append(
+        f"| floor: raw aiobotocore SendEmail | {_fmt(floor['calls'])} calls "
+        f"| {_fmt(floor['calls_per_s'])} | {_fmt(_per_1000(floor['cpu_s'], floor['calls']), 2)} "
+        f"| {_fmt(floor['calls_per_cpu_s'])} | — | — | concurrency {floor['concurrency']}, "
+        "no DB, no queue, no rendering |"
+    )
+    notes = {
+        "celery": lambda r: f"{r.get('pool')} pool x {r.get('concurrency')}, Redis broker, boto3",
+        "eed": lambda r: (
+            f"thread per email, {r.get('poll_delay_s')} s poll delay: rate bound by the poll, "
+            "smaller slice"
+        ),
+    }
+    names = {"celery": "Celery", "eed": "EED model (old job manager)"}
+    for key in ("celery", "eed"):
+        peer = peers.get(key)
+        if peer is None:
+            continue
+        rows.append(
+            f"| {names[key]} | {_fmt(peer['emails'])} | {_fmt(peer['emails_per_s'])} "
+            f"| {_fmt(_per_1000(peer['cpu_s'], peer['sent']), 2)} "
+            f"| {_fmt(peer['emails_per_cpu_s'])} | {_fmt(peer['peak_rss_mb'])} "
+            f"| {_fmt(peer.get('first_send_s'), 2)} | {notes[key](peer)} |"
+        )
+    available = ours["wall_s"] * (report["machine"]["nproc"] or 1)
+    services = (
+        f"Alongside ours ({_fmt(ours['wall_s'], 1)} s): MariaDB {_fmt(ours['mariadb_cpu_s'], 1)} "
+        f"CPU-s, stand-in {_fmt(ours['simulator_cpu_s'], 1)} CPU-s, our servers "
+        f"{_fmt(ours['cpu_s'], 1)} CPU-s, everything else on the machine "
+        f"{_fmt(ours['other_cpu_s'], 1)} CPU-s (of {_fmt(available, 0)} available)."
+    )
+    return "\n".join([*rows, "", services])
+
+
+def result_line(report: dict[str, Any]) -> str:
+    ours, floor = report["ours"], report["floor"]
+    celery = report.get("peers", {}).get("celery")
+
+    def ratio(ours_rate: float | None, other: float | None) -> str:
+        return f"{ours_rate / other:.2f}" if ours_rate and other else "na"
+
+    rate = ours["emails_per_cpu_s"]
+    return (
+        f"RESULT emails_per_s={_plain(ours['emails_per_s'])} "
+        f"ratio_to_floor={ratio(rate, floor.get('calls_per_cpu_s'))} "
+        f"ratio_to_celery={ratio(rate, celery and celery.get('emails_per_cpu_s'))} "
+        f"peak_rss_mb={_plain(ours['peak_rss_mb'])} "
+        f"first_send_s={_plain(ours['first_send_s'], 2)}"
+    )
+
+
+def _plain(value: float | None, digits: int = 1) -> str:
+    return "na" if value is None else f"{value:.{digits}f}"
+
+
+def reproduce(argv: list[str]) -> str:
+    return "python -m bench.run " + " ".join(shlex.quote(a) for a in argv)
+
+
+def ok(report: dict[str, Any]) -> bool:
+    peers_ok = all(
+        p.get("finished") and p.get("sent") == p.get("emails")
+        for p in report.get("peers", {}).values()
+    )
+    return bool(report["ours"]["exactly_once"]) and report["floor"]["failures"] == 0 and peers_ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    params = {
+        "host": args.db_host,
+        "port": args.db_port,
+        "user": args.db_user,
+        "password": args.db_password,
+    }
+    run_dir = RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    report: dict[str, Any] = {"machine": machine(), "command": reproduce(argv)}
+    with stop_on_signals(), SimulatorProcess(ses_latency=args.ses_latency) as sim:
+        try:
+            print(f"ours: {args.emails:,} emails, {args.servers} server(s) ...", file=sys.stderr)
+            report["ours"] = run_ours(args, sim, params, run_dir)
+            print("floor ...", file=sys.stderr)
+            report["floor"] = run_floor(args, sim.endpoint_url)
+            if not args.skip_peers:
+                report["peers"] = run_peers(args, sim.endpoint_url)
+        finally:
+            if not args.keep_databases:
+                for database in (args.database, args.peer_database):
+                    with contextlib.suppress(Exception):
+                        drop_database(params, database)
+    report["server_env"] = args.server_env
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2))
+    m = report["machine"]
+    print(f"\nmachine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}")
+    if args.server_env:
+        print(f"server settings: {' '.join(args.server_env)}")
+    print()
+    print(table(report))
+    print(f"\nreproduce: {report['command']}")
+    print(f"server logs: {report['ours']['log_dir']}")
+    passed = ok(report)
+    if not passed:
+        print("CHECK FAILED: an email was not sent exactly once, or a part did not finish")
+    print(result_line(report))
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
