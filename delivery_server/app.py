@@ -271,6 +271,6 @@ async def _join_fleet(
     if not total:
         return None
     fleet = FleetRate(store, gate, heartbeats, total_rate=total)
-    await fleet.beat_once()  # take a share before the first send
+    await fleet.join()
     log.info("send_rate", account_rate=total, processes=fleet.live)
     return fleet

@@ -23,7 +23,7 @@ from delivery_server.sendgate import SendGate
 log = structlog.get_logger(__name__)
 
 LOOP_NAME = "fleet"
-BEAT_SECONDS = 5.0
+BEAT_SECONDS = 2.0
 
 
 def new_instance_id() -> str:
@@ -48,14 +48,14 @@ class FleetRate:
         self._gate = gate
         self._heartbeats = heartbeats
         self._total_rate = total_rate
-        self._beat = beat_seconds
+        self.beat_seconds = beat_seconds
         self.instance_id = instance_id or new_instance_id()
         self.live = 0
 
     async def beat_once(self) -> None:
         now = utcnow()
         live = await self._store.heartbeat_instance(
-            self.instance_id, now, now - timedelta(seconds=self._beat * 3)
+            self.instance_id, now, now - timedelta(seconds=self.beat_seconds * 3)
         )
         live = max(live, 1)
         if live != self.live:
@@ -63,8 +63,17 @@ class FleetRate:
         self.live = live
         self._gate.set_max_rate(self._total_rate / live)
 
+    async def join(self) -> None:
+        """Take a share before the first send. A process joining a running fleet waits
+        one beat first: by then every other process has seen it and shrunk its own
+        share, so the shares never add up to more than the total."""
+        await self.beat_once()
+        if self.live > 1:
+            await asyncio.sleep(self.beat_seconds)
+            await self.beat_once()
+
     async def run(self, stop: asyncio.Event) -> None:
-        self._heartbeats.register(LOOP_NAME, allowance=self._beat * 6 + 30)
+        self._heartbeats.register(LOOP_NAME, allowance=self.beat_seconds * 6 + 30)
         try:
             while not stop.is_set():
                 try:
@@ -72,7 +81,7 @@ class FleetRate:
                 except Exception as exc:  # keep the last share; the database may come back
                     log.warning("fleet_beat_failed", error=type(exc).__name__)
                 self._heartbeats.beat(LOOP_NAME)
-                await wait_or_stop(stop, self._beat)
+                await wait_or_stop(stop, self.beat_seconds)
         finally:
             self._heartbeats.unregister(LOOP_NAME)
             try:

@@ -64,7 +64,9 @@ class SendGate:
             while True:
                 now = time.monotonic()
                 rate = self._rate or 1.0
-                self._tokens = min(max(rate, 1.0), self._tokens + (now - self._updated) * rate)
+                # A bucket of one token: strict pacing, no burst after an idle spell, so
+                # that the shares of several processes can never add up past the rate.
+                self._tokens = min(1.0, self._tokens + (now - self._updated) * rate)
                 self._updated = now
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0

@@ -19,6 +19,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
+# Fixtures running the AWS stand-in simulator (`simulator`, `sim_queue`).
+pytest_plugins = ["tests.support.simulator"]
+
 MARIADB_HOST = os.environ.get("TEST_MARIADB_HOST", "127.0.0.1")
 MARIADB_PORT = int(os.environ.get("TEST_MARIADB_PORT", "3306"))
 AWS_REGION = "us-east-1"

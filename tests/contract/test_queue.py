@@ -25,7 +25,6 @@ from delivery_server.errors import PermanentError
 from delivery_server.models import Delivery, QueueMessage
 from delivery_server.ports import Queue
 from tests.conftest import AWS_REGION
-from tests.support.simulator import sim_queue, simulator  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,7 +10,7 @@ import email.policy
 import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,18 @@ async def wait_for_job(
         if time.monotonic() > deadline:
             summary = await store.job_summary(job_id)
             raise AssertionError(f"job {job_id} still {job.status}: {summary.counts}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """Like ``tests.conftest.wait_for``, without blocking the event loop (the predicate
+    runs in a thread, so it may do blocking I/O)."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
 
 
