@@ -228,6 +228,7 @@ async def _consume(
     acks = DeleteBatcher(queue)
     flusher = asyncio.create_task(acks.run())
     gate = SendGate()
+    metrics.sending_paused.set_function(lambda: 1.0 if gate.paused_for() > 0 else 0.0)
     fleet = await _join_fleet(settings, store, sender, gate, heartbeats)
     pipeline = Pipeline(
         store,

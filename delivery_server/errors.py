@@ -13,6 +13,10 @@ the core decides what to do from the class alone:
 ``PermanentError``
     Retrying cannot help (invalid address, missing template variable, message rejected,
     header injection, attachment refused). The email fails at once.
+``ProviderUnreachableError`` (a ``RetryableError``)
+    The provider could not be reached at all (connection refused, DNS, connect timeout):
+    no byte of the email left. Not the email's fault, so not an attempt: every consumer
+    pauses sending with a growing backoff (a circuit breaker) and resumes when it answers.
 ``ThrottledError``
     The provider asked us to slow down. Not an attempt: the email goes back to the queue
     and the sender slows down.
@@ -42,6 +46,10 @@ class NotFoundError(DeliveryError):
 
 class RetryableError(DeliveryError):
     """A transient failure: costs one attempt, then retried with backoff."""
+
+
+class ProviderUnreachableError(RetryableError):
+    """The provider could not be reached; nothing was sent; not counted as an attempt."""
 
 
 class PermanentError(DeliveryError):

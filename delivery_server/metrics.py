@@ -29,7 +29,8 @@ class Metrics:
         )
         self.send_attempts = Counter(
             "delivery_send_attempts",
-            "Send attempts by outcome (sent, retry, failed, unknown, throttled, paused).",
+            "Send attempts by outcome (sent, retry, failed, unknown, throttled, paused, "
+            "unreachable).",
             ["outcome"],
             registry=r,
         )
@@ -44,6 +45,12 @@ class Metrics:
         )
         self.queue_backlog = Gauge(
             "delivery_queue_backlog", "Approximate visible messages in the queue.", registry=r
+        )
+        self.sending_paused = Gauge(
+            "delivery_sending_paused",
+            "1 while sending is paused account-wide (suspended/paused account, provider "
+            "unreachable): alert on it.",
+            registry=r,
         )
         self.inflight = Gauge("delivery_inflight", "Emails being handled now.", registry=r)
         self.jobs = Gauge("delivery_jobs", "Jobs by status (database).", ["status"], registry=r)

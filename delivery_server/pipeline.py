@@ -19,6 +19,7 @@ from delivery_server.acks import DeleteBatcher
 from delivery_server.errors import (
     AccountPausedError,
     PermanentError,
+    ProviderUnreachableError,
     RetryableError,
     ThrottledError,
 )
@@ -228,6 +229,10 @@ class Pipeline:
                 self._gate.pause_account()
                 self._metrics.send_attempts.labels(outcome="paused").inc()
                 bound.error("account_sending_paused", error=str(exc)[:200])
+            elif isinstance(exc, ProviderUnreachableError):
+                self._gate.on_unreachable()
+                self._metrics.send_attempts.labels(outcome="unreachable").inc()
+                bound.warning("provider_unreachable", error=str(exc)[:200])
             else:
                 self._gate.on_throttled()
                 self._metrics.send_attempts.labels(outcome="throttled").inc()

@@ -9,6 +9,7 @@ from enum import StrEnum
 from delivery_server.errors import (
     AccountPausedError,
     PermanentError,
+    ProviderUnreachableError,
     RetryableError,
     ThrottledError,
     UncertainSendError,
@@ -55,7 +56,7 @@ def decide(
         return Decision(Action.UNKNOWN)
     if isinstance(error, PermanentError):
         return Decision(Action.FAIL)
-    if isinstance(error, ThrottledError | AccountPausedError):
+    if isinstance(error, ThrottledError | AccountPausedError | ProviderUnreachableError):
         # Not the email's fault: give the attempt back and try again a little later.
         return Decision(
             Action.REQUEUE, delay=backoff_delay(1, max(base_delay, 1.0), rng), counts_attempt=False

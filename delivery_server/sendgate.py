@@ -11,6 +11,7 @@ import asyncio
 import time
 
 ACCOUNT_PAUSE_SECONDS = 60.0
+MAX_OUTAGE_PAUSE = 30.0
 
 
 class SendGate:
@@ -22,6 +23,7 @@ class SendGate:
         self._tokens = 1.0
         self._updated = time.monotonic()
         self._paused_until = 0.0
+        self._outage_pause = 0.5
         self._lock = asyncio.Lock()
 
     @property
@@ -44,11 +46,18 @@ class SendGate:
     def pause_account(self, seconds: float = ACCOUNT_PAUSE_SECONDS) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
+    def on_unreachable(self) -> None:
+        """The provider could not be reached: stop everyone for a growing while (1 s,
+        2 s, 4 s … 30 s), so an outage costs a few probes, not the emails' attempts."""
+        self._outage_pause = min(MAX_OUTAGE_PAUSE, max(1.0, self._outage_pause * 2))
+        self.pause_account(self._outage_pause)
+
     def on_throttled(self) -> None:
         if self._rate is not None:
             self._rate = max(1.0, self._rate / 2)
 
     def on_success(self) -> None:
+        self._outage_pause = 0.5
         # Recover by 1% of the ceiling per success: back from half in ~50 sends.
         if self._rate is not None and self._max_rate is not None and self._rate < self._max_rate:
             self._rate = min(self._max_rate, self._rate + self._max_rate * 0.01)

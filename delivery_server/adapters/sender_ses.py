@@ -19,7 +19,7 @@ parameter / validation errors, any other 4xx
 access denied (every send would fail the same way: pause,
 do not burn the job's attempts)
 HTTP 5xx, ``InternalFailure``, ``ServiceUnavailable``             ``RetryableError``
-connection refused, DNS failure, connect timeout, TLS             ``RetryableError``
+connection refused, DNS failure, connect timeout, TLS             ``ProviderUnreachable``
 handshake failure (the request surely never left)
 read timeout, connection reset or closed after the request        ``UncertainSendError``
 was written (``ReadTimeoutError``, ``ConnectionClosedError``:
@@ -55,6 +55,7 @@ from delivery_server.errors import (
     AccountPausedError,
     DeliveryError,
     PermanentError,
+    ProviderUnreachableError,
     RetryableError,
     ThrottledError,
     UncertainSendError,
@@ -152,15 +153,15 @@ def translate_ses_error(exc: Exception) -> DeliveryError:
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return AccountPausedError(f"SES credentials unavailable ({name})")
     if isinstance(exc, ConnectTimeoutError):
-        return RetryableError(f"SES connect timeout ({name})")
+        return ProviderUnreachableError(f"SES connect timeout ({name})")
     if isinstance(exc, EndpointConnectionError) and not _surely_not_sent(exc):
         return UncertainSendError(f"SES connection lost after the request was sent ({name})")
     if isinstance(exc, BotoConnectionError):  # refused, DNS, TLS handshake, proxy
-        return RetryableError(f"SES connection failed ({name})")
+        return ProviderUnreachableError(f"SES connection failed ({name})")
     if isinstance(exc, HTTPClientError):  # read timeout, connection closed or reset
         return UncertainSendError(f"SES gave no answer after the request was sent ({name})")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return RetryableError(f"SES connection failed ({name})")
+        return ProviderUnreachableError(f"SES connection failed ({name})")
     if isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
         return UncertainSendError(f"SES transport failure ({name})")
     if isinstance(exc, BotoCoreError):

@@ -14,7 +14,7 @@ failure                                                raised
 other 4xx reply (421, 450, 451, 452, ...)              ``RetryableError``
 530/534/535/538, login refused, AUTH/TLS unsupported   ``AccountPausedError``
 other 5xx reply to MAIL, RCPT or DATA (550, 552, 554)  ``PermanentError``
-connection refused or timed out, bad greeting, TLS     ``RetryableError``
+connection refused or timed out, bad greeting, TLS     ``ProviderUnreachable``
 connection lost before DATA                            ``RetryableError``
 connection lost or timed out during DATA               ``UncertainSendError``
 =====================================================  =======================
@@ -38,6 +38,7 @@ from delivery_server.errors import (
     ConfigError,
     DeliveryError,
     PermanentError,
+    ProviderUnreachableError,
     RetryableError,
     ThrottledError,
     UncertainSendError,
@@ -104,7 +105,7 @@ def _connect_error(exc: Exception) -> DeliveryError:
         return AccountPausedError(f"SMTP login or TLS refused ({name})")
     if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code in _AUTH_CODES:
         return AccountPausedError(f"SMTP {exc.code}: authentication required or refused")
-    return RetryableError(f"SMTP connection failed ({name})")
+    return ProviderUnreachableError(f"SMTP connection failed ({name})")
 
 
 class _ConnectionLost(Exception):

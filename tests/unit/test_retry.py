@@ -49,3 +49,11 @@ def test_uncertain_sends_become_unknown_never_retried() -> None:
 def test_unexpected_errors_are_retried_but_bounded() -> None:
     assert decide(KeyError("bug"), 1, 3, 30).action is Action.RETRY
     assert decide(KeyError("bug"), 3, 3, 30).action is Action.FAIL
+
+
+def test_an_unreachable_provider_is_not_an_attempt() -> None:
+    from delivery_server.errors import ProviderUnreachableError
+
+    decision = decide(ProviderUnreachableError("refused"), 3, 3, 30)
+    assert decision.action is Action.REQUEUE
+    assert decision.counts_attempt is False

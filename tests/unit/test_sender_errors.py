@@ -24,6 +24,7 @@ from delivery_server.errors import (
     ConfigError,
     DeliveryError,
     PermanentError,
+    ProviderUnreachableError,
     RetryableError,
     ThrottledError,
     UncertainSendError,
@@ -91,16 +92,19 @@ def _connector_error(cause: OSError) -> aiohttp.ClientConnectorError:
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        # The request surely never left: retrying cannot deliver twice.
+        # The request surely never left: nothing sent, the provider is unreachable.
         (
             EndpointConnectionError(
                 endpoint_url=URL, error=_connector_error(ConnectionRefusedError())
             ),
-            RetryableError,
+            ProviderUnreachableError,
         ),
-        (EndpointConnectionError(endpoint_url=URL, error=socket.gaierror()), RetryableError),
-        (ConnectTimeoutError(endpoint_url=URL, error=TimeoutError()), RetryableError),
-        (SSLError(endpoint_url=URL, error=OSError()), RetryableError),
+        (
+            EndpointConnectionError(endpoint_url=URL, error=socket.gaierror()),
+            ProviderUnreachableError,
+        ),
+        (ConnectTimeoutError(endpoint_url=URL, error=TimeoutError()), ProviderUnreachableError),
+        (SSLError(endpoint_url=URL, error=OSError()), ProviderUnreachableError),
         (NoCredentialsError(), AccountPausedError),
         # The request may have reached SES: the email may have been sent.
         (ReadTimeoutError(endpoint_url=URL, error=TimeoutError()), UncertainSendError),

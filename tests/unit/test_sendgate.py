@@ -44,3 +44,25 @@ def test_an_account_pause_is_shared_and_ends() -> None:
     assert gate.paused_for() == 0
     gate.pause_account(30)
     assert 29 < gate.paused_for() <= 30
+
+
+def test_an_unreachable_provider_pauses_everyone_with_a_growing_backoff() -> None:
+    gate = SendGate()
+    pauses = []
+    for _ in range(8):
+        gate.on_unreachable()
+        pauses.append(round(gate.paused_for()))
+    assert pauses[:3] == [1, 2, 4]
+    assert max(pauses) == 30
+
+
+def test_a_success_resets_the_outage_backoff() -> None:
+    gate = SendGate()
+    for _ in range(5):
+        gate.on_unreachable()
+    gate.on_success()
+    fresh = SendGate()
+    fresh.on_unreachable()
+    gate._paused_until = 0.0  # the earlier pause has run out
+    gate.on_unreachable()
+    assert round(gate.paused_for()) == round(fresh.paused_for()) == 1
