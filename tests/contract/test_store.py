@@ -537,6 +537,74 @@ async def test_concurrent_consumers_claim_every_email_exactly_once(
     assert winners == ids
 
 
+async def test_claims_made_together_each_get_their_own_outcome(
+    store: SqlStore, raw: AsyncEngine
+) -> None:
+    """Concurrent claims are written as one transaction; each caller still learns its
+    own outcome, and a repeated id is won by one caller only."""
+    job, ids = await processing_job(store, 4)
+    paused, (paused_id,) = await processing_job(store, 1)
+    await queue_all(store, job.id)
+    await queue_all(store, paused.id)
+    await store.set_job_status(paused.id, JobStatus.PAUSED)
+    pending_job, (pending_id,) = await processing_job(store, 1)  # never published
+    requests = [*ids, ids[0], paused_id, pending_id, ids[-1] + 10_000]
+
+    results = await asyncio.gather(*(store.claim(i, 60) for i in requests))
+
+    outcomes = [r.outcome for r in results]
+    assert outcomes == [ClaimOutcome.CLAIMED] * 4 + [
+        ClaimOutcome.NOT_QUEUED,
+        ClaimOutcome.JOB_PAUSED,
+        ClaimOutcome.NOT_QUEUED,
+        ClaimOutcome.MISSING,
+    ]
+    assert [r.claimed.email.id for r in results[:4] if r.claimed] == ids
+    assert all(r.claimed and r.claimed.email.attempts == 1 for r in results[:4])
+    assert (await email_row(raw, paused_id))["status"] == EmailStatus.QUEUED
+
+
+async def test_sends_recorded_together_keep_their_own_ids_and_times(
+    store: SqlStore, raw: AsyncEngine
+) -> None:
+    job, ids = await processing_job(store, 5)
+    await queue_all(store, job.id)
+    await asyncio.gather(*(store.claim(i, 60) for i in ids))
+    sent_at = [datetime(2031, 1, 1, 0, 0, n, n * 1000) for n in range(len(ids))]
+
+    await asyncio.gather(
+        *(store.mark_sent(i, f"ses-{i}", at) for i, at in zip(ids, sent_at, strict=True))
+    )
+
+    for email_id, at in zip(ids, sent_at, strict=True):
+        row = await email_row(raw, email_id)
+        assert (row["status"], row["provider_message_id"], row["sent_at"]) == (
+            "sent",
+            f"ses-{email_id}",
+            at,
+        )
+
+
+async def test_a_claim_whose_caller_gave_up_is_handed_back(
+    store: SqlStore, raw: AsyncEngine
+) -> None:
+    """A claim cancelled while its batch is being written must not leave the email
+    ``sending`` with nobody to send it (the lease would turn it ``unknown``)."""
+    job, (email_id,) = await processing_job(store, 1)
+    await queue_all(store, job.id)
+    claim = asyncio.create_task(store.claim(email_id, 60))
+    await asyncio.sleep(0)  # submitted: its batch is on its way
+    claim.cancel()
+
+    async def handed_back() -> bool:
+        row = await email_row(raw, email_id)
+        return row["status"] == EmailStatus.QUEUED and row["attempts"] == 0
+
+    await store.close()  # waits for the batch and the hand-back
+    assert await handed_back()
+    assert claim.cancelled()
+
+
 async def test_mark_sent_records_the_send(store: SqlStore, raw: AsyncEngine) -> None:
     job, _ = await processing_job(store, 1)
     email_id = await claimed_email(store, job.id)

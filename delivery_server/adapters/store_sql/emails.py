@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from delivery_server.adapters.store_sql.base import Queries, clip_error
+from delivery_server.adapters.store_sql.batching import Batcher
 from delivery_server.adapters.store_sql.rows import (
     EMAIL_WITH_JOB_COLUMNS,
     JOB_PREFIX,
@@ -40,10 +43,18 @@ _EMAIL_ID = sa.bindparam("b_email_id", type_=sa.BigInteger)
 _NOW = sa.bindparam("b_now", type_=sa.DateTime)
 _ERROR = sa.bindparam("b_error", type_=sa.Text)
 
-CLAIM = (
+_EMAIL_IDS: sa.BindParameter[Any] = sa.bindparam("b_email_ids", expanding=True)
+# A batch of claims (see ``claim``): lock the queued ones, claim them, read them back.
+LOCK_QUEUED = (
+    sa.select(email.c.id)
+    .where(email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.QUEUED)
+    .order_by(email.c.id)
+    .with_for_update()
+)
+CLAIM_MANY = (
     sa.update(email)
     .where(
-        email.c.id == _EMAIL_ID,
+        email.c.id.in_(_EMAIL_IDS),
         email.c.status == EmailStatus.QUEUED,
         sa.exists().where(job.c.id == email.c.job_id, job.c.status == JobStatus.PROCESSING),
     )
@@ -54,13 +65,15 @@ CLAIM = (
         updated_at=_NOW,
     )
 )
-CLAIMED_ROW = (
-    sa.select(*EMAIL_WITH_JOB_COLUMNS).select_from(email.join(job)).where(email.c.id == _EMAIL_ID)
-)
-CLAIM_STATE = (
-    sa.select(email.c.status, job.c.status.label("job_status"))
+CLAIMED_ROWS = (
+    sa.select(*EMAIL_WITH_JOB_COLUMNS)
     .select_from(email.join(job))
-    .where(email.c.id == _EMAIL_ID)
+    .where(email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.SENDING)
+)
+CLAIM_STATES = (
+    sa.select(email.c.id, email.c.status, job.c.status.label("job_status"))
+    .select_from(email.join(job))
+    .where(email.c.id.in_(_EMAIL_IDS))
 )
 # A None error keeps the previous one (a shutdown or throttle has nothing new to say).
 _SETTLE_VALUES = {
@@ -68,17 +81,6 @@ _SETTLE_VALUES = {
     "updated_at": _NOW,
     "last_error": sa.func.coalesce(_ERROR, email.c.last_error),
 }
-MARK_SENT = (
-    sa.update(email)
-    .where(email.c.id == _EMAIL_ID, email.c.status.in_(SETTLEABLE))
-    .values(
-        status=EmailStatus.SENT,
-        provider_message_id=sa.bindparam("b_provider_message_id", type_=sa.String),
-        sent_at=sa.bindparam("b_sent_at", type_=sa.DateTime),
-        lease_until=None,
-        updated_at=_NOW,
-    )
-)
 _GIVE_BACK = sa.bindparam("b_give_back", type_=sa.Integer)
 MARK_RETRY = (
     sa.update(email)
@@ -96,30 +98,75 @@ MARK_FINAL = (
 )
 
 
+# Claims arrive in bursts (one receive starts up to ten handlers): one transaction each.
+CLAIM_BATCH = 50
+# Sends finish a few milliseconds apart: hold their records a moment, commit them together.
+SENT_BATCH = 50
+SENT_BATCH_DELAY = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    email_id: int
+    provider_message_id: str
+    sent_at: datetime
+
+
 class EmailQueries(Queries):
-    """Claiming and settling single emails; each call is one short transaction."""
+    """Claiming and settling single emails. Concurrent claims and concurrent send records
+    are each written as one transaction (``batching``); every call still returns its own
+    outcome, and only once it is committed."""
+
+    _claims: dict[float, Batcher[int, ClaimResult]]
+    _sent: Batcher[_Sent, None]
+
+    def _init_batchers(self) -> None:
+        self._claims = {}
+        self._sent = Batcher(self._mark_sent_batch, max_size=SENT_BATCH, max_delay=SENT_BATCH_DELAY)
+
+    async def _close_batchers(self) -> None:
+        for batcher in self._claims.values():
+            await batcher.close()
+        await self._sent.close()
 
     async def claim(self, email_id: int, lease_seconds: float) -> ClaimResult:
         """Move the email from ``queued`` to ``sending`` if its job is processing, add an
         attempt and a lease, and return it with its job. Exactly one concurrent caller
         wins; the others learn why not (``ClaimOutcome``)."""
+        batcher = self._claims.get(lease_seconds)
+        if batcher is None:
 
-        async def work(conn: AsyncConnection) -> ClaimResult:
+            async def run(email_ids: list[int]) -> list[ClaimResult]:
+                return await self._claim_batch(email_ids, lease_seconds)
+
+            async def give_back(abandoned: list[tuple[int, ClaimResult]]) -> None:
+                # Claimed for a caller that was cancelled meanwhile: nothing was sent.
+                for email_id, result in abandoned:
+                    if result.claimed is not None:
+                        await self.mark_retry(email_id, None, count_attempt=False)
+
+            batcher = Batcher(run, max_size=CLAIM_BATCH, on_abandoned=give_back)
+            self._claims[lease_seconds] = batcher
+        return await batcher.submit(email_id)
+
+    async def _claim_batch(self, email_ids: list[int], lease_seconds: float) -> list[ClaimResult]:
+        """One transaction for many claims: lock the queued rows (waiting for a publisher
+        that still holds one), claim them per job, read back what was claimed. A row
+        locked here and still queued after the update belongs to a job that is not
+        processing; the others get their reason from one more read."""
+
+        async def work(conn: AsyncConnection) -> list[ClaimResult]:
             now = utcnow()
-            lease_until = now + timedelta(seconds=lease_seconds)
-            claim = {"b_email_id": email_id, "b_now": now, "b_lease_until": lease_until}
-            result = await conn.execute(CLAIM, claim)
-            if result.rowcount != 1:
-                return ClaimResult(await _why_not_claimed(conn, email_id))
-            row = (await conn.execute(CLAIMED_ROW, {"b_email_id": email_id})).mappings().one()
-            try:
-                claimed = ClaimedEmail(email_from_row(row), job_from_row(row, JOB_PREFIX))
-            except PermanentError as exc:
-                # Written malformed by an upstream system: no attempt can ever send it.
-                final = {"b_email_id": email_id, "b_now": now, "b_status": EmailStatus.FAILED}
-                await conn.execute(MARK_FINAL, {**final, "b_error": str(exc)})
-                return ClaimResult(ClaimOutcome.NOT_QUEUED)
-            return ClaimResult(ClaimOutcome.CLAIMED, claimed)
+            unique = sorted(set(email_ids))
+            locked = (await conn.execute(LOCK_QUEUED, {"b_email_ids": unique})).all()
+            claimed: dict[int, ClaimResult] = {}
+            if locked:
+                claimed = await _claim_locked(conn, locked, now, lease_seconds)
+            outcomes = dict(claimed)
+            missing = [i for i in unique if i not in outcomes]
+            if missing:
+                outcomes.update(await _why_not_claimed(conn, missing))
+            return _per_request(email_ids, outcomes)
 
         return await self._db.run(work)
 
@@ -144,9 +191,16 @@ class EmailQueries(Queries):
         return await self._db.run(read, write=False)
 
     async def mark_sent(self, email_id: int, provider_message_id: str, sent_at: datetime) -> None:
-        """Record a confirmed send of a claimed (or lease-expired) email."""
-        params = {"b_provider_message_id": provider_message_id, "b_sent_at": sent_at}
-        await self._settle(MARK_SENT, email_id, params)
+        """Record a confirmed send of a claimed (or lease-expired) email; returns once it
+        is committed (with the other sends recorded in the same moment)."""
+        await self._sent.submit(_Sent(email_id, provider_message_id, sent_at))
+
+    async def _mark_sent_batch(self, sends: list[_Sent]) -> list[None]:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(_mark_sent_many(sends), {"b_now": utcnow()})
+
+        await self._db.run(work)
+        return [None] * len(sends)
 
     async def mark_retry(self, email_id: int, error: str | None, count_attempt: bool) -> None:
         """Put a claimed email back to ``queued``; ``count_attempt=False`` gives the
@@ -168,12 +222,72 @@ class EmailQueries(Queries):
         await self._db.run(work)
 
 
-async def _why_not_claimed(conn: AsyncConnection, email_id: int) -> ClaimOutcome:
-    row = (await conn.execute(CLAIM_STATE, {"b_email_id": email_id})).first()
-    if row is None:
-        return ClaimOutcome.MISSING
-    if row.job_status == JobStatus.PAUSED and row.status == EmailStatus.QUEUED:
+async def _claim_locked(
+    conn: AsyncConnection, locked: Sequence[Any], now: datetime, lease_seconds: float
+) -> dict[int, ClaimResult]:
+    """Claim the locked queued rows; return the claimed ones (malformed ones failed)."""
+    lease_until = now + timedelta(seconds=lease_seconds)
+    ids = [row.id for row in locked]
+    params = {"b_email_ids": ids, "b_now": now, "b_lease_until": lease_until}
+    if (await conn.execute(CLAIM_MANY, params)).rowcount == 0:
+        return {}  # their job is not processing: ``_why_not_claimed`` says how
+    claimed: dict[int, ClaimResult] = {}
+    rows = (await conn.execute(CLAIMED_ROWS, {"b_email_ids": ids})).mappings()
+    for row in rows:
+        try:
+            claimed[row["id"]] = ClaimResult(
+                ClaimOutcome.CLAIMED,
+                ClaimedEmail(email_from_row(row), job_from_row(row, JOB_PREFIX)),
+            )
+        except PermanentError as exc:
+            # Written malformed by an upstream system: no attempt can ever send it.
+            final = {"b_email_id": row["id"], "b_now": now, "b_status": EmailStatus.FAILED}
+            await conn.execute(MARK_FINAL, {**final, "b_error": str(exc)})
+            claimed[row["id"]] = ClaimResult(ClaimOutcome.NOT_QUEUED)
+    return claimed
+
+
+async def _why_not_claimed(conn: AsyncConnection, email_ids: list[int]) -> dict[int, ClaimResult]:
+    outcomes = dict.fromkeys(email_ids, ClaimResult(ClaimOutcome.MISSING))
+    for row in await conn.execute(CLAIM_STATES, {"b_email_ids": email_ids}):
+        outcomes[row.id] = ClaimResult(_reason(row.status, row.job_status))
+    return outcomes
+
+
+def _reason(status: str, job_status: str) -> ClaimOutcome:
+    if job_status == JobStatus.PAUSED and status == EmailStatus.QUEUED:
         return ClaimOutcome.JOB_PAUSED
-    if row.job_status not in (JobStatus.PROCESSING, JobStatus.PAUSED):
+    if job_status not in (JobStatus.PROCESSING, JobStatus.PAUSED):
         return ClaimOutcome.JOB_INACTIVE
     return ClaimOutcome.NOT_QUEUED
+
+
+def _per_request(email_ids: list[int], outcomes: dict[int, ClaimResult]) -> list[ClaimResult]:
+    """One result per request, in order; a repeated id is claimed by its first request."""
+    seen: set[int] = set()
+    results = []
+    for email_id in email_ids:
+        result = outcomes[email_id]
+        if email_id in seen and result.claimed is not None:
+            result = ClaimResult(ClaimOutcome.NOT_QUEUED)
+        seen.add(email_id)
+        results.append(result)
+    return results
+
+
+def _mark_sent_many(sends: list[_Sent]) -> sa.Update:
+    """One UPDATE recording many sends (each its own message id and time)."""
+    ids = [send.email_id for send in sends]
+    return (
+        sa.update(email)
+        .where(email.c.id.in_(ids), email.c.status.in_(SETTLEABLE))
+        .values(
+            status=EmailStatus.SENT,
+            provider_message_id=sa.case(
+                {s.email_id: s.provider_message_id for s in sends}, value=email.c.id
+            ),
+            sent_at=sa.case({s.email_id: s.sent_at for s in sends}, value=email.c.id),
+            lease_until=None,
+            updated_at=_NOW,
+        )
+    )

@@ -20,6 +20,7 @@ class SqlStore(PublishingQueries, EmailQueries, AdminQueries, InstanceQueries):
     def __init__(self, database: Database) -> None:
         self._db = database
         self._counted_at = {}
+        self._init_batchers()
 
     @classmethod
     async def connect(cls, database_url: str, *, pool_size: int = 10) -> SqlStore:
@@ -34,5 +35,6 @@ class SqlStore(PublishingQueries, EmailQueries, AdminQueries, InstanceQueries):
         return self._db.engine.dialect.name
 
     async def close(self) -> None:
-        """Release the connection pool."""
+        """Finish the batches under way, then release the connection pool."""
+        await self._close_batchers()
         await self._db.close()
