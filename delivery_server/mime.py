@@ -12,13 +12,15 @@ Error messages never contain the offending value: they end up in logs and in
 
 from __future__ import annotations
 
+import binascii
+import functools
 import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
@@ -37,6 +39,8 @@ _ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _MIME_NAME_CHARS = r"[A-Za-z0-9!#$&^_.+-]+"
 _CONTENT_TYPE = re.compile(rf"{_MIME_NAME_CHARS}/{_MIME_NAME_CHARS}")
+# "Name: value" fits in RFC 5322's recommended 78 characters.
+_SHORT_HEADER = 76
 # Parts of validator messages that may quote the address: '...', "...", (...).
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^)]*\)")
 
@@ -159,8 +163,103 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
 
 
 def build_mime(email: OutgoingEmail) -> bytes:
-    """The email as standard RFC 5322 bytes (what SES Raw, SMTP and ``.eml`` files take)."""
-    return build_message(email).as_bytes()
+    """The email as standard RFC 5322 bytes (what SES Raw and ``.eml`` files take): the
+    message ``build_message`` describes, written directly.
+
+    The stdlib's generator costs ~6 ms for a statement with a 100 KB PDF (it walks the
+    base64 text line by line and parses every header it writes); this writer encodes
+    bodies in C (``binascii``), writes short ASCII headers as they are and leaves every
+    other header to the stdlib's own folding, so the result is the same message for a
+    fraction of the CPU. Boundaries start with ``=_``, which neither quoted-printable nor
+    base64 text can contain, so no body needs scanning for them."""
+    checked = check_email(email)
+    domain = checked.from_address.rpartition("@")[2]
+    out = [
+        _header("From", checked.from_header),
+        _header("To", checked.to_address),
+    ]
+    if checked.reply_to_header is not None:
+        out.append(_header("Reply-To", checked.reply_to_header))
+    out += [
+        _header("Subject", checked.subject),
+        _header("Date", format_datetime(datetime.now(UTC))),
+        _header("Message-ID", f"<{uuid.uuid4().hex}@{domain}>"),
+    ]
+    if email.job_id is not None:
+        out.append(_header("X-Delivery-Job-Id", str(email.job_id)))
+    if email.email_id is not None:
+        out.append(_header("X-Delivery-Email-Id", str(email.email_id)))
+    out.append(b"MIME-Version: 1.0\r\n")
+    body = _text_parts(email)
+    for attachment in email.attachments:
+        body.append(
+            _attachment_headers(attachment.filename, attachment.content_type)
+            + b"\r\n"
+            + _base64_lines(attachment.data)
+        )
+    out.append(body[0] if len(body) == 1 else _multipart("mixed", body))
+    return b"".join(out)
+
+
+_TEXT_HEADERS = (
+    b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+)
+
+
+def _text_parts(email: OutgoingEmail) -> list[bytes]:
+    """The body without attachments: text/plain, or multipart/alternative with html."""
+    text = _TEXT_HEADERS % b"plain" + _quoted_printable(email.text_body)
+    if email.html_body is None:
+        return [text]
+    html = _TEXT_HEADERS % b"html" + _quoted_printable(email.html_body)
+    return [_multipart("alternative", [text, html])]
+
+
+def _multipart(subtype: str, parts: list[bytes]) -> bytes:
+    """A multipart entity (its own Content-Type header first) holding ``parts``."""
+    boundary = f"=_{uuid.uuid4().hex[:24]}".encode()
+    head = b'Content-Type: multipart/%s; boundary="%s"\r\n\r\n' % (subtype.encode(), boundary)
+    # The CRLF before a delimiter belongs to the delimiter, not to the part (RFC 2046).
+    delimiter = b"\r\n--" + boundary + b"\r\n"
+    return head + delimiter[2:] + delimiter.join(parts) + b"\r\n--" + boundary + b"--\r\n"
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in lines of 76 characters, CRLF after each (``base64.encodebytes`` with
+    CRLF, but encoded in one C call instead of one per line)."""
+    text = binascii.b2a_base64(data, newline=False)
+    return b"".join([text[i : i + 76] + b"\r\n" for i in range(0, len(text), 76)])
+
+
+def _quoted_printable(text: str) -> bytes:
+    """UTF-8, CRLF line ends, always ending in one (as the stdlib writes text parts)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not lines.endswith("\n"):
+        lines += "\n"
+    return binascii.b2a_qp(lines.replace("\n", "\r\n").encode(), istext=True)
+
+
+def _header(name: str, value: str) -> bytes:
+    """``Name: value`` with CRLF: as it is when short, printable ASCII; else folded and
+    RFC 2047-encoded by the stdlib, exactly as ``build_message`` would write it."""
+    if (
+        len(name) + len(value) <= _SHORT_HEADER
+        and value.isascii()
+        and value.isprintable()
+        and value == value.strip()
+    ):
+        return f"{name}: {value}\r\n".encode()
+    return SMTP.fold_binary(name, SMTP.header_factory(name, value))
+
+
+@functools.lru_cache(maxsize=256)
+def _attachment_headers(filename: str, content_type: str) -> bytes:
+    """An attachment part's headers, written by the stdlib (RFC 2231 file names) and
+    kept: a bulk job attaches the same few file names again and again."""
+    maintype, _, subtype = content_type.partition("/")
+    part = MIMEPart(policy=SMTP)
+    part.set_content(b"", maintype, subtype, disposition="attachment", filename=filename)
+    return part.as_bytes().partition(b"\r\n\r\n")[0] + b"\r\n"
 
 
 def check_message_size(raw: bytes | int, limit: int = MAX_SES_MESSAGE_BYTES) -> None:

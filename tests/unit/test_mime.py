@@ -11,6 +11,7 @@ import pytest
 from delivery_server.errors import PermanentError
 from delivery_server.mime import (
     MAX_SES_MESSAGE_BYTES,
+    build_message,
     build_mime,
     check_email,
     check_header,
@@ -307,3 +308,50 @@ def test_a_built_message_over_the_limit_is_refused() -> None:
     raw = build_mime(outgoing(attachments=(big,)))  # base64 makes 31 MB about 42 MB
     with pytest.raises(PermanentError, match="message too large"):
         check_message_size(raw)
+
+
+def _shape(msg: EmailMessage) -> list[tuple[object, ...]]:
+    """Every part's headers (but the per-message ones) and decoded content, in order."""
+    varying = {"date", "message-id", "content-type"}  # content-type: its boundary varies
+    shape: list[tuple[object, ...]] = []
+    for part in msg.walk():
+        # In any order: the stdlib's own order depends on how the parts were added.
+        headers = sorted((k, str(v)) for k, v in part.items() if k.lower() not in varying)
+        content = None if part.is_multipart() else part.get_content()
+        shape.append((part.get_content_type(), part.get_params(), headers, content))
+    return [(t, [p for p in params or [] if p[0] != "boundary"], h, c) for t, params, h, c in shape]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"html_body": "<p>Dear Ann,</p>"},
+        {"attachments": (Attachment("statement.pdf", "application/pdf", bytes(range(256)) * 9),)},
+        {
+            "from_address": '"Bank, Inc." <statements@bank.example.com>',
+            "reply_to": "Help Desk <help@bank.example.com>",
+            "subject": "Relevé " * 30,
+            "text_body": "Chère Zoë,\r\nline =3D x\t \nFrom here\n.\n" + "é" * 200 + "\rend",
+            "html_body": "<p>" + "ü" * 300 + " = </p>\n\n",
+            "attachments": (
+                Attachment('a "quoted";name.pdf', "application/pdf", b"%PDF"),
+                Attachment("relevé été 2024 " * 6 + ".pdf", "application/pdf", b""),
+                Attachment("notes.txt", "text/plain", b"plain notes\n"),
+            ),
+            "email_id": 5,
+            "job_id": 6,
+        },
+        {"text_body": "", "subject": "x" * 200},
+    ],
+)
+def test_build_mime_writes_the_message_build_message_describes(changes: dict[str, object]) -> None:
+    """``build_mime`` writes the bytes itself (fast); the stdlib's ``build_message`` is the
+    reference: same headers, same structure, same decoded content."""
+    email = outgoing(**changes)
+    fast, reference = build_mime(email), build_message(email).as_bytes()
+
+    assert _shape(reparse(fast)) == _shape(reparse(reference))
+    fast.decode("ascii")
+    assert max(len(line) for line in fast.split(b"\r\n")) <= 78
+    assert b"\n" not in fast.replace(b"\r\n", b"")
