@@ -53,6 +53,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from delivery_server.adapters.aws_client import fixed_user_agent
 from delivery_server.errors import DeliveryError, PermanentError, RetryableError, ThrottledError
 from delivery_server.models import Delivery, QueueMessage
 
@@ -287,13 +288,14 @@ async def open_sqs_queue(
     out at once. Credentials and (unless given) the region come from the standard AWS
     variables.
     """
+    session = get_session()
     config = AioConfig(
         max_pool_connections=max_connections,
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
         retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        user_agent=fixed_user_agent(session),
     )
-    session = get_session()
     async with session.create_client(
         "sqs", region_name=region_name, endpoint_url=endpoint_url, config=config
     ) as client:

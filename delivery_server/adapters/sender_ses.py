@@ -51,6 +51,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from delivery_server.adapters.aws_client import fixed_user_agent
 from delivery_server.errors import (
     AccountPausedError,
     DeliveryError,
@@ -258,6 +259,7 @@ async def open_ses_sender(
     configuration_set: str | None = None,
 ) -> AsyncIterator[SesSender]:
     """Open an SES v2 client (credentials and region from the standard AWS settings)."""
+    session = get_session()
     config = AioConfig(
         # ONE attempt per call: an SDK retry after a read timeout or a dropped connection
         # can deliver the same email twice. Retries are the core's decision, per email.
@@ -265,8 +267,8 @@ async def open_ses_sender(
         max_pool_connections=max_connections,
         connect_timeout=timeout,
         read_timeout=timeout,
+        user_agent=fixed_user_agent(session),
     )
-    session = get_session()
     async with session.create_client(
         "sesv2", endpoint_url=endpoint_url, region_name=region_name, config=config
     ) as client:

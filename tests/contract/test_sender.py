@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from delivery_server import __version__
 from delivery_server.adapters.sender_outbox import OutboxSender
 from delivery_server.adapters.sender_ses import open_ses_sender
 from delivery_server.adapters.sender_smtp import SmtpSender
@@ -263,6 +264,24 @@ class TestSesSender(SenderContract):
         assert simple["Subject"] == {"Data": "Votre relevé annuel 2024", "Charset": "UTF-8"}
         assert simple["Body"]["Html"] == {"Data": "<p>Hi</p>", "Charset": "UTF-8"}
         assert {"Name": "X-Delivery-Email-Id", "Value": "42"} in simple["Headers"]
+
+    async def test_requests_carry_a_fixed_user_agent_naming_us(self, aws_env: None) -> None:
+        async with (
+            HttpStub(body=b'{"MessageId": "stub-3"}') as stub,
+            open_ses_sender(endpoint_url=stub.endpoint) as sender,
+        ):
+            await sender.send(statement())
+            await sender.send(statement())
+
+        agents = {
+            line
+            for request in stub.requests
+            for line in request.partition(b"\r\n\r\n")[0].split(b"\r\n")
+            if line.lower().startswith(b"user-agent:")
+        }
+        [agent] = agents  # the same, computed once
+        assert b"botocore/" in agent
+        assert f" delivery-server/{__version__}".encode() in agent
 
     async def test_raw_request_is_the_checked_mime_message(self, aws_env: None) -> None:
         async with (
