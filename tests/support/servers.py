@@ -7,20 +7,22 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.conftest import free_port
 
 
 class ServerProcess:
-    """``python -m delivery_server run`` with settings from the environment."""
+    """``python -m delivery_server run [args]`` with settings from the environment
+    (``args``: e.g. ``["--role", "publisher"]``); stdout and stderr go to ``log_path``."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "delivery_server", "run"],
+            [sys.executable, "-m", "delivery_server", "run", *args],
             env={**os.environ, **env, "DELIVERY_HTTP_PORT": str(self.port)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -34,11 +36,28 @@ class ServerProcess:
         except OSError:
             return False
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def metrics(self) -> str:
+        """The Prometheus text of ``/metrics``."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+        return text
+
     def kill(self) -> None:
         """SIGKILL: a crashed task, with no chance to clean up."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
+        if not self._log.closed:
+            self._log.close()
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (``stop`` waits)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
