@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
+import structlog
 
 # Fixtures running the AWS stand-in simulator (`simulator`, `sim_queue`).
 pytest_plugins = ["tests.support.simulator"]
@@ -42,6 +43,14 @@ def wait_for(predicate: object, timeout: float = 30.0, what: str = "condition") 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Commands run in-process configure structlog with the stream of that moment (which
+    pytest closes after the test); give every test the default configuration back."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
