@@ -45,6 +45,10 @@ _SHORT_HEADER = 76
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^)]*\)")
 
 
+# Each address is checked twice per email (when the pipeline prepares it, when the sender
+# writes it) and a job's sender address for every email: ~50 us each. Only valid
+# addresses are kept (a PermanentError is not cached), a few thousand of them.
+@functools.lru_cache(maxsize=4096)
 def validate_address(address: str) -> str:
     """Check an address's syntax (no DNS lookup) and return its normalized ASCII form.
 
@@ -77,6 +81,7 @@ def check_header(name: str, value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256)  # a job's From and Reply-To, for each of its emails
 def _mailbox(name: str, value: str) -> tuple[str, str]:
     """Split ``Display Name <addr>`` or a bare address into a checked (name, address)."""
     check_header(name, value)
