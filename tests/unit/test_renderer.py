@@ -1,4 +1,6 @@
+import jinja2
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from delivery_server.errors import PermanentError
 from delivery_server.models import Template
@@ -72,3 +74,26 @@ def test_compiled_templates_are_cached_per_version() -> None:
         template(version=2, subject="v2 {{ name }}"), {"name": "a", "balance": "1"}
     )
     assert out.subject == "v2 a"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{{ d.amount }} {{ d.label }}",
+        "{{ d.items }}",  # a key named like a dict method: the method, as Jinja does
+        "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}",
+        "{{ d['items'] }} {{ d.get('amount') }} {{ d.missing is defined }}",
+        "{% for line in lines %}{{ line.date }} {{ line.amount }}\n{% endfor %}",
+    ],
+)
+def test_attribute_lookups_on_variables_find_what_the_plain_sandbox_finds(body: str) -> None:
+    variables = {
+        "d": {"amount": 12.5, "label": "Card", "items": "x"},
+        "lines": [{"date": "2025-12-05", "amount": -3}, {"date": "2025-12-10", "amount": 7}],
+    }
+    plain = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    expected = plain.from_string(body).render(variables)
+
+    rendered = Renderer().render(template(subject="s", text_body=body, html_body=None), variables)
+
+    assert rendered.text_body == expected
