@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -197,7 +198,7 @@ class EmailQueries(Queries):
 
     async def _mark_sent_batch(self, sends: list[_Sent]) -> list[None]:
         async def work(conn: AsyncConnection) -> None:
-            await conn.execute(_mark_sent_many(sends), {"b_now": utcnow()})
+            await conn.execute(*_mark_sent_many(sends))
 
         await self._db.run(work)
         return [None] * len(sends)
@@ -275,18 +276,35 @@ def _per_request(email_ids: list[int], outcomes: dict[int, ClaimResult]) -> list
     return results
 
 
-def _mark_sent_many(sends: list[_Sent]) -> sa.Update:
+def _mark_sent_many(sends: list[_Sent]) -> tuple[sa.Update, dict[str, Any]]:
     """One UPDATE recording many sends (each its own message id and time)."""
-    ids = [send.email_id for send in sends]
+    params: dict[str, Any] = {"b_now": utcnow()}
+    for n, send in enumerate(sends):
+        params[f"b_id{n}"] = send.email_id
+        params[f"b_mid{n}"] = send.provider_message_id
+        params[f"b_at{n}"] = send.sent_at
+    return _mark_sent_statement(len(sends)), params
+
+
+@functools.lru_cache(maxsize=SENT_BATCH)
+def _mark_sent_statement(size: int) -> sa.Update:
+    """The UPDATE for ``size`` sends, built once per size (and so compiled once: SQL
+    compilation is cached per statement object, and building the statement with its
+    CASE cost more than executing it)."""
+    ids = [sa.bindparam(f"b_id{n}", type_=sa.BigInteger) for n in range(size)]
+
+    def per_email(name: str, type_: Any) -> sa.Case[Any]:
+        return sa.case(
+            *((email.c.id == ids[n], sa.bindparam(f"{name}{n}", type_=type_)) for n in range(size))
+        )
+
     return (
         sa.update(email)
         .where(email.c.id.in_(ids), email.c.status.in_(SETTLEABLE))
         .values(
             status=EmailStatus.SENT,
-            provider_message_id=sa.case(
-                {s.email_id: s.provider_message_id for s in sends}, value=email.c.id
-            ),
-            sent_at=sa.case({s.email_id: s.sent_at for s in sends}, value=email.c.id),
+            provider_message_id=per_email("b_mid", sa.String),
+            sent_at=per_email("b_at", sa.DateTime),
             lease_until=None,
             updated_at=_NOW,
         )
