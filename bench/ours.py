@@ -380,6 +380,7 @@ def run_ours(
         machine1 = psutil.cpu_times()
     machine_busy = _busy(machine1) - _busy(machine0)
     sent_log = sim.control("/_sim/sent")
+    calls = sim.control("/_sim/stats")
     checks = verify(work)
     wall = ended - started
     sent = checks.get("db_sent", 0)
@@ -418,6 +419,8 @@ def run_ours(
         "simulator_duplicates": sent_log["duplicates"],
         "exactly_once": exactly_once,
         "create_job_s": round(create_s, 1),
+        "aws_calls": {k.removeprefix("AmazonSQS."): v for k, v in calls["sqs"].items()}
+        | calls["ses"],
         "log_dir": str(run_dir),
         **checks,
     }
