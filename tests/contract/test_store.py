@@ -547,7 +547,7 @@ async def test_claims_made_together_each_get_their_own_outcome(
     await queue_all(store, job.id)
     await queue_all(store, paused.id)
     await store.set_job_status(paused.id, JobStatus.PAUSED)
-    pending_job, (pending_id,) = await processing_job(store, 1)  # never published
+    _, (pending_id,) = await processing_job(store, 1)  # never published
     requests = [*ids, ids[0], paused_id, pending_id, ids[-1] + 10_000]
 
     results = await asyncio.gather(*(store.claim(i, 60) for i in requests))
