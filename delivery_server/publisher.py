@@ -20,6 +20,11 @@ from delivery_server.ports import PublisherStore, Queue
 log = structlog.get_logger(__name__)
 
 LOOP_NAME = "publisher"
+# The first page of a job in each poll is small: consumers receive its messages at once,
+# but their claims wait for the page's commit, which comes after its last message is
+# published. Fifty messages (five SQS batches) commit within milliseconds; the rest of
+# the job follows in full pages while the first emails are already being sent.
+FIRST_PAGE = 50
 
 
 class Publisher:
@@ -55,12 +60,14 @@ class Publisher:
         queued = 0
         for job in await self._store.due_jobs(utcnow()):
             job_queued = 0
+            page = min(FIRST_PAGE, self._page_size)
             while stop is None or not stop.is_set():
-                count = await self._store.publish_pending(job.id, self._page_size, self._publish)
+                count = await self._store.publish_pending(job.id, page, self._publish)
                 job_queued += count
                 self._heartbeats.beat(LOOP_NAME)
-                if count < self._page_size:
+                if count < page:
                     break
+                page = self._page_size
             if job_queued:
                 log.info("job_published", job_id=job.id, queued=job_queued)
             queued += job_queued
