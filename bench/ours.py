@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ from bench.stand_in import REPO, SimulatorProcess
 from bench.workload import Workload, connect, create_schema_and_job
 
 READY_TIMEOUT = 60.0
+SETTLE_SECONDS = 1.0
+POLL_INTERVAL = 1.0  # the server's default DELIVERY_POLL_INTERVAL
 STOP_TIMEOUT = 30.0
 JOB_POLL = 0.1
 SAMPLE_INTERVAL = 0.1
@@ -312,7 +316,15 @@ def verify(work: Workload) -> dict[str, int]:
             (work.job_id,),
         )
         distinct_ids, attempts = cur.fetchone()
-    return {**counts, "db_distinct_message_ids": int(distinct_ids), "db_attempts": int(attempts)}
+        cur.execute("SELECT started_at FROM delivery_job WHERE id = %s", (work.job_id,))
+        (job_started,) = cur.fetchone()
+    return {
+        **counts,
+        "db_distinct_message_ids": int(distinct_ids),
+        "db_attempts": int(attempts),
+        # When the publisher picked the job up (naive UTC, the server's clock = ours).
+        "job_picked_up_at": job_started.replace(tzinfo=UTC).timestamp() if job_started else None,
+    }
 
 
 @contextlib.contextmanager
@@ -361,6 +373,11 @@ def run_ours(
     services = service_processes()
     with running_servers(servers), contextlib.ExitStack() as profiles:
         servers.wait_ready()
+        # Start-up settles for a second; then the job arrives at a random moment of the
+        # publisher's poll cycle (DELIVERY_POLL_INTERVAL, 1 s), as upstream jobs do:
+        # right after a poll it waits a whole interval, right before one hardly at all.
+        phase = random.uniform(0.0, POLL_INTERVAL)
+        time.sleep(SETTLE_SECONDS + phase)
         procs = servers.psutil_procs()
         if args.py_spy:
             for index, proc in enumerate(servers.procs):
@@ -409,7 +426,11 @@ def run_ours(
         "peak_rss_mb": round(max(rss.peak) / 2**20, 1),
         "peak_rss_total_mb": round(rss.peak_total / 2**20, 1),
         "final_rss_mb": round(max(rss.last) / 2**20, 1),
+        "start_phase_s": round(phase, 3),
         "first_send_s": round(first - started, 3) if first else None,
+        "picked_up_s": round(checks["job_picked_up_at"] - started, 3)
+        if checks["job_picked_up_at"]
+        else None,
         "startup_cpu_s": round(startup_cpu, 3),
         "mariadb_cpu_s": round(mariadb_cpu, 2),
         "simulator_cpu_s": round(sim_cpu, 2),
