@@ -46,14 +46,28 @@ def email_request(index: int, body_bytes: int) -> dict[str, Any]:
 
 
 async def measure(
-    endpoint: str, calls: int, concurrency: int, body_bytes: int, timeout: float
+    endpoint: str,
+    calls: int,
+    concurrency: int,
+    body_bytes: int,
+    timeout: float,
+    fixed_user_agent: bool = False,
 ) -> dict[str, Any]:
-    """Make ``calls`` sends, ``concurrency`` at a time; return wall and CPU figures."""
+    """Make ``calls`` sends, ``concurrency`` at a time; return wall and CPU figures.
+
+    ``fixed_user_agent``: the client setting our sender uses (``adapters.aws_client``),
+    to show what the floor is with it; the floor proper is the SDK's defaults."""
+    session = get_session()
+    extra: dict[str, Any] = {}
+    if fixed_user_agent:
+        from delivery_server.adapters.aws_client import fixed_user_agent as user_agent
+
+        extra["user_agent"] = user_agent(session)
     config = AioConfig(
         max_pool_connections=concurrency,
         retries={"mode": "standard", "total_max_attempts": 1},
+        **extra,
     )
-    session = get_session()
     async with session.create_client(
         "sesv2",
         endpoint_url=endpoint,
@@ -110,12 +124,24 @@ def main() -> int:
     parser.add_argument("--ses-latency", type=float, default=0.02)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument(
+        "--fixed-user-agent",
+        action="store_true",
+        help="with our sender's client setting (a User-Agent computed once)",
+    )
     args = parser.parse_args()
 
     def run(endpoint: str) -> dict[str, Any]:
         with asyncio.Runner(loop_factory=_loop_factory(not args.no_uvloop)) as runner:
             return runner.run(
-                measure(endpoint, args.calls, args.concurrency, args.body_bytes, args.timeout)
+                measure(
+                    endpoint,
+                    args.calls,
+                    args.concurrency,
+                    args.body_bytes,
+                    args.timeout,
+                    args.fixed_user_agent,
+                )
             )
 
     if args.endpoint:
@@ -126,6 +152,7 @@ def main() -> int:
             result = run(sim.endpoint_url)
             result["simulator_cpu_s"] = round(sim.cpu_seconds() - sim_cpu0, 3)
     result["uvloop"] = not args.no_uvloop
+    result["fixed_user_agent"] = args.fixed_user_agent
     print(json.dumps(result))
     print(
         f"floor: {result['calls_per_cpu_s']} SendEmail calls per CPU-second "
