@@ -45,6 +45,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_LOCALE = "en"
 # How long a message of a paused job stays hidden before it is looked at again.
 PAUSED_JOB_RECHECK_SECONDS = 60
+# How long a message waits after its claim could not reach the database.
+CLAIM_RETRY_SECONDS = 5
 _TEMPLATE_TTL = 30.0
 _MAX_ERROR_CHARS = 1000
 
@@ -128,7 +130,14 @@ class Pipeline:
             # Sending is stopped account-wide: don't claim, don't burn an attempt.
             await self._queue.change_visibility(delivery.receipt, int(self._gate.paused_for()) + 1)
             return
-        result = await self._store.claim(message.email_id, self._policy.lease_seconds)
+        try:
+            result = await self._store.claim(message.email_id, self._policy.lease_seconds)
+        except RetryableError as exc:
+            # The database is away; the store gave back anything it may have claimed.
+            # The message comes back in a few seconds instead of after the whole lease.
+            bound.warning("claim_failed", error=str(exc)[:200])
+            await self._queue.change_visibility(delivery.receipt, CLAIM_RETRY_SECONDS)
+            return
         if result.outcome is ClaimOutcome.JOB_PAUSED:
             await self._queue.change_visibility(delivery.receipt, PAUSED_JOB_RECHECK_SECONDS)
             return

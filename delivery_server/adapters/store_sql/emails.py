@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +23,7 @@ from delivery_server.adapters.store_sql.rows import (
     template_from_row,
 )
 from delivery_server.adapters.store_sql.schema import email, job, template
-from delivery_server.errors import PermanentError
+from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.models import (
     TERMINAL_EMAIL_STATUSES,
     ClaimedEmail,
@@ -75,6 +77,36 @@ CLAIM_STATES = (
     sa.select(email.c.id, email.c.status, job.c.status.label("job_status"))
     .select_from(email.join(job))
     .where(email.c.id.in_(_EMAIL_IDS))
+)
+# Jobs of emails still `unknown` in a batch of confirmed sends.
+LATE_CONFIRMATIONS = sa.select(email.c.job_id).where(
+    email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.UNKNOWN
+)
+# Back to processing, so that the settler counts the job again (and completes it when
+# the confirmation was the last doubt).
+REOPEN_JOBS = (
+    sa.update(job)
+    .where(
+        job.c.id.in_(sa.bindparam("b_job_ids", expanding=True)),
+        job.c.status == JobStatus.FAILED,
+    )
+    .values(status=JobStatus.PROCESSING, finished_at=None)
+)
+# A claim batch whose COMMIT went unanswered: give back whatever it did claim. Its lease
+# stamp (microseconds, taken once per batch) tells its rows from anyone else's.
+RELEASE_UNCONFIRMED_CLAIMS = (
+    sa.update(email)
+    .where(
+        email.c.id.in_(_EMAIL_IDS),
+        email.c.status == EmailStatus.SENDING,
+        email.c.lease_until == sa.bindparam("b_lease_until", type_=sa.DateTime),
+    )
+    .values(
+        status=EmailStatus.QUEUED,
+        attempts=sa.case((email.c.attempts > 0, email.c.attempts - 1), else_=0),
+        lease_until=None,
+        updated_at=_NOW,
+    )
 )
 # A None error keeps the previous one (a shutdown or throttle has nothing new to say).
 _SETTLE_VALUES = {
@@ -156,20 +188,52 @@ class EmailQueries(Queries):
         locked here and still queued after the update belongs to a job that is not
         processing; the others get their reason from one more read."""
 
+        now = utcnow()
+        lease_until = now + timedelta(seconds=lease_seconds)
+        unique = sorted(set(email_ids))
+
         async def work(conn: AsyncConnection) -> list[ClaimResult]:
-            now = utcnow()
-            unique = sorted(set(email_ids))
             locked = (await conn.execute(LOCK_QUEUED, {"b_email_ids": unique})).all()
             claimed: dict[int, ClaimResult] = {}
             if locked:
-                claimed = await _claim_locked(conn, locked, now, lease_seconds)
+                claimed = await _claim_locked(conn, locked, now, lease_until)
             outcomes = dict(claimed)
             missing = [i for i in unique if i not in outcomes]
             if missing:
                 outcomes.update(await _why_not_claimed(conn, missing))
             return _per_request(email_ids, outcomes)
 
-        return await self._db.run(work)
+        try:
+            return await self._db.run(work)
+        except RetryableError:
+            # The connection may have dropped after the COMMIT reached the server: then
+            # these rows are ``sending`` with nobody to send them, and would end
+            # ``unknown`` although no send started. Give them back before saying so.
+            await self._release_unconfirmed(unique, lease_until, deadline=lease_seconds / 2)
+            raise
+
+    async def _release_unconfirmed(
+        self, email_ids: list[int], lease_until: datetime, *, deadline: float
+    ) -> None:
+        """Undo a claim batch that may or may not have committed (retried until the
+        database answers, within ``deadline`` seconds; past that the lease and the
+        reconciler take over)."""
+        params = {"b_email_ids": email_ids, "b_lease_until": lease_until}
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(RELEASE_UNCONFIRMED_CLAIMS, {**params, "b_now": utcnow()})
+
+        give_up = time.monotonic() + deadline
+        delay = 0.1
+        while True:
+            try:
+                await self._db.run(work)
+                return
+            except RetryableError:
+                if time.monotonic() + delay > give_up:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def template(self, name: str, locale: str) -> Template | None:
         """The highest version of a template in a locale, or None."""
@@ -198,7 +262,13 @@ class EmailQueries(Queries):
 
     async def _mark_sent_batch(self, sends: list[_Sent]) -> list[None]:
         async def work(conn: AsyncConnection) -> None:
+            ids = [send.email_id for send in sends]
+            # Sends confirmed after the reconciler called them unknown (the lease ran out
+            # mid-send): their job may have been finished as failed on that guess.
+            late = (await conn.execute(LATE_CONFIRMATIONS, {"b_email_ids": ids})).scalars().all()
             await conn.execute(*_mark_sent_many(sends))
+            if late:
+                await conn.execute(REOPEN_JOBS, {"b_job_ids": sorted(set(late))})
 
         await self._db.run(work)
         return [None] * len(sends)
@@ -224,10 +294,9 @@ class EmailQueries(Queries):
 
 
 async def _claim_locked(
-    conn: AsyncConnection, locked: Sequence[Any], now: datetime, lease_seconds: float
+    conn: AsyncConnection, locked: Sequence[Any], now: datetime, lease_until: datetime
 ) -> dict[int, ClaimResult]:
     """Claim the locked queued rows; return the claimed ones (malformed ones failed)."""
-    lease_until = now + timedelta(seconds=lease_seconds)
     ids = [row.id for row in locked]
     params = {"b_email_ids": ids, "b_now": now, "b_lease_until": lease_until}
     if (await conn.execute(CLAIM_MANY, params)).rowcount == 0:
