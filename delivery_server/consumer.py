@@ -24,7 +24,6 @@ log = structlog.get_logger(__name__)
 LOOP_NAME = "consumer"
 RECEIVE_BATCH = 10  # the most SQS hands out per ReceiveMessage
 LONG_POLL_SECONDS = 20.0  # the longest SQS long poll
-STOP_FETCH_WAIT = 1.0  # how long a receive under way may finish at shutdown
 
 
 class Consumer:
@@ -83,6 +82,9 @@ class Consumer:
         backoff = Backoff(maximum=30.0)
         while not stop.is_set():
             taken = await self._take_slots()
+            if stop.is_set():
+                self._release(taken)
+                return
             try:
                 deliveries = await self._queue.receive(
                     taken, self._wait_seconds, self._visibility_timeout
@@ -130,23 +132,25 @@ class Consumer:
             if fetcher in done:
                 fetcher.result()  # the fetcher only ends by raising: surface it
         finally:
-            # Stage 1: stop fetching. A receive under way may finish for a moment, and
-            # hands back what it got; one cut short leaves its messages invisible until
-            # their timeout, after which they are received again (nothing is lost).
-            await asyncio.wait({fetcher}, timeout=STOP_FETCH_WAIT)
-            fetcher.cancel()
-            await asyncio.gather(fetcher, return_exceptions=True)
-            await self._drain()
+            await self._shut_down(fetcher)
             self._heartbeats.unregister(LOOP_NAME)
 
-    async def _drain(self) -> None:
-        # Stage 2: in-flight emails may finish within the grace period.
+    async def _shut_down(self, fetcher: asyncio.Task[None]) -> None:
+        # Stage 1: stop fetching. No receive starts any more; one under way may finish
+        # within the grace period and hands back what it got. (Cut short, its messages
+        # could be delivered to a connection nobody reads, and stay invisible for the
+        # whole visibility timeout.)
+        # Stage 2: meanwhile, in-flight emails may finish within the grace period.
+        busy = {fetcher, *self._handlers}
         if self._handlers:
             log.info("draining", inflight=len(self._handlers), grace=self._shutdown_grace)
-            _, pending = await asyncio.wait(set(self._handlers), timeout=self._shutdown_grace)
-            # Stage 3: cancel the rest; each hands its message back or records `unknown`.
-            if pending:
-                log.warning("cancelling_inflight", count=len(pending))
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=10.0)
+        _, pending = await asyncio.wait(busy, timeout=self._shutdown_grace)
+        # Stage 3: cancel the rest; each handler hands its message back or records
+        # `unknown` (see Pipeline), and a cut receive's messages return after their timeout.
+        if pending:
+            log.warning("cancelling_inflight", count=len(pending - {fetcher}))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=10.0)
+        if fetcher.done() and not fetcher.cancelled() and fetcher.exception() is not None:
+            log.warning("fetcher_failed", error=type(fetcher.exception()).__name__)

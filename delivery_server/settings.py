@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=25.0, ge=0, le=3600)
     lease_seconds: float = Field(default=120.0, gt=0, le=43200)
     send_timeout: float = Field(default=30.0, gt=0, le=600)
+    # SQS long poll; a receive under way at shutdown may finish (and hand its messages
+    # back) within the shutdown grace, so keep it below DELIVERY_SHUTDOWN_GRACE.
+    receive_wait: float = Field(default=20.0, ge=0, le=20)
     publish_page_size: int = Field(default=500, ge=10, le=10000)
     # A queued email untouched this long probably lost its message (purged queue, DLQ):
     # the reconciler republishes it. Duplicate messages are harmless (claims are conditional).

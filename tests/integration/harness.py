@@ -63,6 +63,7 @@ def aws_settings(
         "retry_base_delay": 0.2,
         "reconcile_interval": 0.5,
         "shutdown_grace": 5.0,
+        "receive_wait": 1.0,
         "concurrency": 16,
         "attachments_dir": tmp_path,
         "log_level": "warning",

@@ -82,6 +82,8 @@ def server_env(
         "DELIVERY_RETRY_BASE_DELAY": "0.2",
         "DELIVERY_LOG_FORMAT": "json",
         "DELIVERY_CONCURRENCY": "8",
+        # Short long polls: a stopping server lets its receive finish.
+        "DELIVERY_RECEIVE_WAIT": "1",
     }
     env.update(extra)
     return env
