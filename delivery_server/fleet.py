@@ -65,11 +65,12 @@ class FleetRate:
 
     async def join(self) -> None:
         """Take a share before the first send. A process joining a running fleet waits
-        one beat first: by then every other process has seen it and shrunk its own
+        two beats first: by then every other process has seen it and shrunk its own
         share, so the shares never add up to more than the total."""
         await self.beat_once()
         if self.live > 1:
-            await asyncio.sleep(self.beat_seconds)
+            # Two beats: a beat period stretches by the time the beat itself takes.
+            await asyncio.sleep(self.beat_seconds * 2)
             await self.beat_once()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.fault_proxy import FaultProxy
+from tests.support.servers import ServerProcess
 
 
 @pytest.fixture
@@ -13,3 +14,12 @@ def proxy(moto: str) -> Iterator[FaultProxy]:
     fault_proxy = FaultProxy(moto).start()
     yield fault_proxy
     fault_proxy.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    """Server processes a test starts; whatever is still running is stopped after it."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()

@@ -15,7 +15,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,15 +99,6 @@ class Canaries:
 @pytest.fixture
 def canaries() -> Canaries:
     return Canaries()
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        if server.alive():
-            server.kill()
 
 
 def _provider_faults(proxy: FaultProxy, canaries: Canaries) -> None:

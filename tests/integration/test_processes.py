@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ from tests.support.fault_proxy import FaultProxy
 from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 async def test_two_server_processes_on_one_job_send_nothing_twice(
