@@ -19,7 +19,6 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.faults.checker import JobMismatch, UnknownNotInFlight
 from tests.faults.rig import FaultRig, faults_emails
 
 EMAILS = faults_emails()
@@ -80,16 +79,6 @@ def test_kill9_servers_every_few_seconds(rig: FaultRig) -> None:
     outcome.assert_clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=JobMismatch,
-    reason=(
-        "product bug: settle_jobs finishes the job as `failed` while emails whose lease "
-        "expired (`unknown`) are still being sent; their late mark_sent moves them "
-        "unknown -> sent, but a finished job is never settled again, so it stays `failed` "
-        "with a stale sent_count although every email was sent once"
-    ),
-)
 @pytest.mark.timeout(TIMEOUT)
 def test_ses_slower_than_visibility_timeout(rig: FaultRig) -> None:
     """Every SES send takes 3 s while the lease (and the SQS visibility timeout) is 2 s:
@@ -177,17 +166,6 @@ def test_database_connections_cut(rig: FaultRig) -> None:
     outcome.assert_clean()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnknownNotInFlight,
-    reason=(
-        "product bug: when the answer to a claim transaction's COMMIT is lost, every "
-        "caller of that claim batch gets RetryableError, Pipeline.handle lets it escape "
-        "without settling anything, the redelivered messages are dropped by the claim "
-        "(the rows are `sending`, not `queued`), and the reconciler turns the expired "
-        "leases into `unknown` although no send of those emails ever started"
-    ),
-)
 @pytest.mark.timeout(TIMEOUT)
 def test_claim_commit_answer_lost(rig: FaultRig) -> None:
     """The worst moment of a database cut: a claim commits, and the connection drops
