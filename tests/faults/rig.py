@@ -8,6 +8,7 @@ nothing patches product code.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -48,12 +49,12 @@ class FaultRig:
         self.tmp_path = tmp_path
         self.results = results
         self.started = time.monotonic()
-        self.proxy = FaultProxy(moto).start()
         self.tcp: TcpProxy | None = None
         self.servers: list[ServerProcess] = []
         verify_sender(moto)
         self.queue_url = create_sqs_queue(moto)
         asyncio.run(upgrade_database(load_settings(database_url=database_url)))
+        self.proxy = FaultProxy(moto).start()  # last: nothing to clean up if set-up fails
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -71,7 +72,7 @@ class FaultRig:
             url = self.database_proxy().url_for(url)
         values = {
             "DELIVERY_RECONCILE_INTERVAL": "0.5",
-            "DELIVERY_LOG_LEVEL": "info",
+            "DELIVERY_LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "info"),
             **extra,
         }
         return server_env(url, self.proxy.endpoint, self.queue_url, **values)
@@ -104,6 +105,10 @@ class FaultRig:
             if server.alive():
                 server.kill()
         self.proxy.close()
+        # Beside the server logs, for the post-mortem of a failed scenario.
+        with (self.tmp_path / "ses-sends.jsonl").open("w") as out:
+            for send in list(self.proxy.ses_log):
+                out.write(json.dumps(dataclasses.asdict(send)) + "\n")
         if self.tcp is not None:
             self.tcp.close()
 
@@ -132,6 +137,11 @@ class FaultRig:
             (job_id, *statuses),
         )
         return {str(row[0]) for row in rows}
+
+    def unhanded(self, job_id: int) -> int:
+        """Emails not yet claimed by any consumer (``pending`` or ``queued``)."""
+        counts = self.counts(job_id)
+        return counts.get("pending", 0) + counts.get("queued", 0)
 
     def job_status(self, job_id: int) -> str:
         return str(self.query("SELECT status FROM delivery_job WHERE id = %s", (job_id,))[0][0])

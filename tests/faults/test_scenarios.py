@@ -43,19 +43,23 @@ def _seconds(name: str, default: float) -> float:
 def test_kill9_servers_every_few_seconds(rig: FaultRig) -> None:
     """Two servers; every couple of seconds one of them is killed with SIGKILL and
     started again. A killed server's claimed emails become unknown once their lease
-    expires; its received messages come back after the visibility timeout."""
+    expires; its received messages (and those its last long poll takes at SQS after its
+    death) come back after the visibility timeout."""
     interval = _seconds("FAULTS_KILL_INTERVAL", 2.0)
+    max_kills = int(_seconds("FAULTS_MAX_KILLS", 30))
     env = rig.env(
         DELIVERY_LEASE_SECONDS="3",
-        DELIVERY_REQUEUE_AFTER="5",
         DELIVERY_CONCURRENCY="4",
+        # A publisher killed mid-page rolls the page back: pages must take well under the
+        # few seconds a server lives, or nothing is ever published.
+        DELIVERY_PUBLISH_PAGE_SIZE="50",
     )
     rig.proxy.send_delay = 0.3  # the job lasts long enough for several kills
     servers = [rig.start(env), rig.start(env)]
     job = rig.create_job(EMAILS)
     in_flight: set[str] = set()
     kills = 0
-    while rig.counts(job).get("pending", 0) + rig.counts(job).get("queued", 0) > 0:
+    while kills < max_kills and rig.unhanded(job):
         time.sleep(interval)  # spacing out the faults, not waiting for an outcome
         victim = kills % 2
         servers[victim].kill()
@@ -63,7 +67,9 @@ def test_kill9_servers_every_few_seconds(rig: FaultRig) -> None:
         # What the dead server held is now frozen in the database (a superset: the
         # other server's claims are in it too).
         in_flight |= rig.addresses(job, "sending")
-        servers[victim] = rig.start(env, wait=False)
+        # Up again before the next kill: a loaded machine may take longer to start a
+        # server than the interval, and two servers that never get going send nothing.
+        servers[victim] = rig.start(env)
     rig.wait_settled(job, SETTLE)
     unknown = rig.resend_unknown(job, SETTLE)
     outcome = rig.check(
@@ -84,20 +90,33 @@ def test_ses_slower_than_visibility_timeout(rig: FaultRig) -> None:
     """Every SES send takes 3 s while the lease (and the SQS visibility timeout) is 2 s:
     each message comes back to a consumer while its send is still under way. The claim
     must refuse it, and the late answers must still be recorded as sent."""
+    send_timeout = 10.0
     env = rig.env(
         DELIVERY_LEASE_SECONDS="2",
-        DELIVERY_SEND_TIMEOUT="10",
+        DELIVERY_SEND_TIMEOUT=str(send_timeout),
         DELIVERY_CONCURRENCY="32",
     )
     rig.proxy.send_delay = 3.0
     servers = [rig.start(env), rig.start(env)]
     job = rig.create_job(EMAILS)
     rig.wait_settled(job, SETTLE, confirmed_sent=True)
+    # On a loaded machine (thousands of emails through one moto) an answer can take
+    # longer than the send timeout: the server gave up on those sends, which rightly
+    # become unknown. Any other unknown is a bug.
+    gave_up = {
+        rcpt
+        for send in list(rig.proxy.ses_log)
+        if send.finished is None or send.finished - send.started > send_timeout - 0.5
+        for rcpt in send.recipients
+    }
+    unknown = rig.resend_unknown(job, SETTLE)
     outcome = rig.check(
         job,
         faults=EMAILS,
         fault_kind="SES send 3 s > 2 s visibility",
-        in_flight=0,
+        unknown_seen=unknown,
+        resent_unknown=unknown,
+        in_flight=gave_up,
         metrics=rig.settled_metrics(servers, job),
         compare_sent_counter=True,
     )
@@ -147,7 +166,7 @@ def test_database_connections_cut(rig: FaultRig) -> None:
     rig.proxy.send_delay = 0.2
     servers = [rig.start(env), rig.start(env)]
     job = rig.create_job(EMAILS)
-    rig.wait_received(EMAILS // 3)
+    rig.wait_received(EMAILS // 3, SETTLE)
     tcp = rig.database_proxy()
     cut = tcp.cut(cut_seconds)
     in_flight = rig.addresses(job, "sending")
@@ -225,21 +244,23 @@ def test_mark_sent_commit_answer_lost(rig: FaultRig) -> None:
 
 @pytest.mark.timeout(TIMEOUT)
 def test_sqs_unreachable(rig: FaultRig) -> None:
-    """Mid-job SQS answers 503 to everything for ~15 s (tens of seconds by hand): receives,
-    deletes and publishes fail, sends in flight finish. The servers back off and resume."""
+    """Mid-job SQS is unreachable for ~15 s (tens of seconds by hand): first it answers
+    503 to everything, then it closes every connection without an answer. Receives,
+    deletes and publishes fail, sends in flight finish; the servers back off and resume."""
     outage = _seconds("FAULTS_SQS_OUTAGE", 15.0)
     env = rig.env(DELIVERY_CONCURRENCY="8", DELIVERY_LEASE_SECONDS="5")
     rig.proxy.send_delay = 0.2
     servers = [rig.start(env), rig.start(env)]
     job = rig.create_job(EMAILS)
-    rig.wait_received(EMAILS // 3)
-    rig.proxy.unreachable(outage)
-    wait_for(lambda: not rig.proxy.is_unreachable(), timeout=outage + 5, what="end of outage")
+    rig.wait_received(EMAILS // 3, SETTLE)
+    for mode in ("503", "close"):
+        rig.proxy.unreachable(outage / 2, mode)
+        wait_for(lambda: not rig.proxy.is_unreachable(), timeout=outage, what="end of outage")
     rig.wait_settled(job, SETTLE + outage * 2)
     outcome = rig.check(
         job,
         faults=sum(rig.proxy.refused.values()),
-        fault_kind=f"SQS unreachable {outage:g} s (refused requests)",
+        fault_kind=f"SQS unreachable {outage:g} s: 503, then closed (refused requests)",
         in_flight=0,
         metrics=rig.settled_metrics(servers, job),
         compare_sent_counter=True,
@@ -268,7 +289,7 @@ def test_publisher_killed_while_publishing(rig: FaultRig) -> None:
                 rig.proxy.actions["SendMessageBatch"] >= published + 1
                 or not rig.counts(job).get("pending")
             ),
-            timeout=60,
+            timeout=SETTLE,
             what="the publisher to publish",
         )
         if not rig.counts(job).get("pending"):
@@ -302,7 +323,7 @@ def test_sigterm_mid_batch(rig: FaultRig) -> None:
     job = rig.create_job(EMAILS)
     signals = 0
     for victim, share in ((0, 4), (1, 2)):
-        rig.wait_received(EMAILS // share)
+        rig.wait_received(EMAILS // share, SETTLE)
         if not rig.proxy.ses_in_flight():
             continue
         assert servers[victim].stop() == 0
@@ -331,7 +352,7 @@ def test_sigterm_grace_shorter_than_sends(rig: FaultRig) -> None:
     rig.proxy.send_delay = 2.0
     server = rig.start(env)
     job = rig.create_job(EMAILS)
-    wait_for(lambda: len(rig.proxy.ses_in_flight()) >= 4, timeout=60, what="sends in flight")
+    wait_for(lambda: len(rig.proxy.ses_in_flight()) >= 4, SETTLE, what="sends in flight")
     sigterm_at = time.time()
     assert server.stop() == 0
     exited_at = time.time()

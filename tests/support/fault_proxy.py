@@ -166,6 +166,11 @@ class FaultProxy:
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops connection attempts under a burst (a
+    # consumer starting ten sends at once): each dropped SYN stalls a send for a second
+    # or more before it even reaches the proxy.
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (a killed server, a dropped answer) is part of the
         game; anything else is printed as usual."""
