@@ -80,6 +80,7 @@ class FaultProxy:
         self._unreachable_mode: UnreachableMode = "503"
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -92,9 +93,16 @@ class FaultProxy:
         self._thread.start()
         return self
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop serving. Requests still in the proxy's hands are not forwarded any more,
+        and the SES sends under way are waited for (``timeout``): a send forwarded late
+        would land in the next test's moto state (moto is reset, not restarted)."""
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
+        deadline = time.monotonic() + timeout
+        while self.ses_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def unreachable(self, seconds: float, mode: UnreachableMode = "503") -> None:
         """For ``seconds`` from now, answer every non-SES request (SQS) with 503
@@ -257,6 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
         return answer[0]
 
     def _upstream(self, body: bytes) -> tuple[int, Any, bytes]:
+        if self.proxy._closed.is_set():
+            raise ConnectionAbortedError("the fault proxy is closed")
         headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
         req = urllib.request.Request(
             self.proxy.upstream + self.path,
