@@ -18,10 +18,10 @@ import structlog
 from delivery_server.acks import DeleteBatcher
 from delivery_server.errors import (
     AccountPausedError,
+    DeliveryError,
     PermanentError,
     ProviderUnreachableError,
     RetryableError,
-    ThrottledError,
 )
 from delivery_server.metrics import Metrics
 from delivery_server.mime import check_header, validate_address
@@ -213,9 +213,7 @@ class Pipeline:
         decision = decide(
             exc, claimed.email.attempts, self._policy.max_attempts, self._policy.retry_base_delay
         )
-        if not isinstance(
-            exc, PermanentError | RetryableError | ThrottledError | AccountPausedError
-        ):
+        if not isinstance(exc, DeliveryError):  # the error tree covers every expected case
             bound.exception("unexpected_error", error_type=type(exc).__name__)
         if decision.action is Action.RETRY:
             await self._record(
