@@ -83,6 +83,7 @@ async def open_sender(settings: Settings) -> AsyncIterator[Sender]:
             endpoint_url=settings.aws_endpoint_url,
             max_connections=settings.concurrency,
             timeout=settings.send_timeout,
+            http=settings.aws_http,
         ) as ses:
             yield ses
     elif settings.sender == "smtp":

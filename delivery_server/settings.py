@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     queue: Literal["sqs", "local"] = "local"
     sqs_queue_url: str | None = None
     aws_endpoint_url: str | None = None
+    # How SES and SQS calls are made: "direct" posts each hot call (SendEmail, the SQS
+    # message calls) signed by botocore without the client's per-call pipeline, about half
+    # the CPU per call (adapters/aws_direct.py); "sdk" makes every call through aiobotocore.
+    aws_http: Literal["direct", "sdk"] = "direct"
     sender: Literal["ses", "smtp", "outbox"] = "outbox"
     smtp_url: SecretStr | None = None
     smtp_verify_tls: bool = True

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from aiobotocore.session import AioSession
 
 from delivery_server import __version__
+
+# How the hot calls reach AWS (DELIVERY_AWS_HTTP): "direct" = ``aws_direct`` (the client's
+# endpoint, credentials, signer and error parser, without its per-call pipeline); "sdk" =
+# through the aiobotocore client for every call.
+AwsHttp = Literal["direct", "sdk"]
 
 
 def fixed_user_agent(session: AioSession) -> str:

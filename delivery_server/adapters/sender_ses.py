@@ -33,7 +33,8 @@ quote addresses.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from base64 import b64encode
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from delivery_server.adapters.aws_client import fixed_user_agent
+from delivery_server.adapters.aws_client import AwsHttp, fixed_user_agent
+from delivery_server.adapters.aws_direct import SignedJsonClient, open_http
 from delivery_server.errors import (
     AccountPausedError,
     DeliveryError,
@@ -153,7 +155,7 @@ def translate_ses_error(exc: Exception) -> DeliveryError:
     name = type(exc).__name__
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return AccountPausedError(f"SES credentials unavailable ({name})")
-    if isinstance(exc, ConnectTimeoutError):
+    if isinstance(exc, ConnectTimeoutError | aiohttp.ConnectionTimeoutError):
         return ProviderUnreachableError(f"SES connect timeout ({name})")
     if isinstance(exc, EndpointConnectionError) and not _surely_not_sent(exc):
         return UncertainSendError(f"SES connection lost after the request was sent ({name})")
@@ -171,11 +173,19 @@ def translate_ses_error(exc: Exception) -> DeliveryError:
 
 
 class SesSender:
-    """``ports.Sender`` over an aiobotocore ``sesv2`` client (see ``open_ses_sender``)."""
+    """``ports.Sender`` over SES v2 (see ``open_ses_sender``)."""
 
-    def __init__(self, client: SESV2Client, *, configuration_set: str | None = None) -> None:
+    def __init__(
+        self,
+        client: SESV2Client,
+        *,
+        configuration_set: str | None = None,
+        direct: SignedJsonClient | None = None,
+    ) -> None:
         self._client = client
         self._configuration_set = configuration_set
+        # SendEmail without the client's per-call pipeline (``aws_direct``); None: the client.
+        self._direct = direct
 
     async def send(self, email: OutgoingEmail) -> str:
         """Send one email with one ``SendEmail`` call; return the SES message id."""
@@ -187,7 +197,9 @@ class SesSender:
         if email.attachments:
             raw = build_mime(email)
             check_message_size(raw)
-            request["Content"] = {"Raw": {"Data": raw}}
+            # On the direct path the body is the JSON SES documents: blobs in base64.
+            data: bytes | str = raw if self._direct is None else b64encode(raw).decode()
+            request["Content"] = {"Raw": {"Data": data}}
         else:
             request["Content"] = self._simple_content(email, checked.subject)
             if checked.reply_to_address is not None:
@@ -199,11 +211,14 @@ class SesSender:
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
         try:
-            response = await self._client.send_email(**request)
+            if self._direct is not None:
+                response: Mapping[str, Any] = await self._direct.call("SendEmail", request)
+            else:
+                response = await self._client.send_email(**request)
         except (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             # `from None`: SES's message may quote addresses; ours carries the code.
             raise translate_ses_error(exc) from None
-        return response["MessageId"]
+        return str(response["MessageId"])
 
     @staticmethod
     def _simple_content(email: OutgoingEmail, subject: str) -> EmailContentTypeDef:
@@ -257,9 +272,14 @@ async def open_ses_sender(
     timeout: float = 30.0,  # per SES request (connect, then read)
     region_name: str | None = None,
     configuration_set: str | None = None,
+    http: AwsHttp = "direct",
 ) -> AsyncIterator[SesSender]:
-    """Open an SES v2 client (credentials and region from the standard AWS settings)."""
+    """Open an SES v2 sender (credentials and region from the standard AWS settings).
+
+    ``http="direct"`` sends through ``aws_direct`` (the client's endpoint, credentials,
+    signer and error parser without its per-call pipeline); ``"sdk"`` through the client."""
     session = get_session()
+    user_agent = fixed_user_agent(session)
     config = AioConfig(
         # ONE attempt per call: an SDK retry after a read timeout or a dropped connection
         # can deliver the same email twice. Retries are the core's decision, per email.
@@ -267,9 +287,19 @@ async def open_ses_sender(
         max_pool_connections=max_connections,
         connect_timeout=timeout,
         read_timeout=timeout,
-        user_agent=fixed_user_agent(session),
+        user_agent=user_agent,
     )
     async with session.create_client(
         "sesv2", endpoint_url=endpoint_url, region_name=region_name, config=config
     ) as client:
-        yield SesSender(client, configuration_set=configuration_set)
+        if http == "sdk":
+            yield SesSender(client, configuration_set=configuration_set)
+            return
+        credentials = await session.get_credentials()
+        async with open_http(
+            session,
+            max_connections=max_connections,
+            timeout=aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
+        ) as http_session:
+            direct = SignedJsonClient(client, credentials, http_session, user_agent=user_agent)
+            yield SesSender(client, configuration_set=configuration_set, direct=direct)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from delivery_server import __version__
+from delivery_server.adapters.aws_client import AwsHttp
 from delivery_server.adapters.sender_outbox import OutboxSender
 from delivery_server.adapters.sender_ses import open_ses_sender
 from delivery_server.adapters.sender_smtp import SmtpSender
@@ -178,39 +179,72 @@ def _json_body(request: bytes) -> dict[str, Any]:
 
 
 class TestSesSender(SenderContract):
+    """Both ways to reach SES (DELIVERY_AWS_HTTP): the same contract, the same error table."""
+
+    @pytest.fixture(params=["direct", "sdk"])
+    def http(self, request: pytest.FixtureRequest) -> AwsHttp:
+        mode: AwsHttp = request.param
+        return mode
+
     @pytest.fixture
-    async def harness(self, moto: str) -> AsyncIterator[Harness]:
+    async def harness(self, http: AwsHttp, moto: str) -> AsyncIterator[Harness]:
         verify_identity(moto, "statements@bank.example.com")
 
         async def received() -> list[Received]:
             return [_from_moto(item) for item in await asyncio.to_thread(sent_emails, moto)]
 
-        async with open_ses_sender(endpoint_url=moto, timeout=10) as sender:
+        async with open_ses_sender(http=http, endpoint_url=moto, timeout=10) as sender:
             yield Harness(sender, received)
 
-    async def test_unverified_sender_is_permanent(self, moto: str) -> None:
-        async with open_ses_sender(endpoint_url=moto, timeout=10) as sender:
+    async def test_unverified_sender_is_permanent(self, http: AwsHttp, moto: str) -> None:
+        async with open_ses_sender(http=http, endpoint_url=moto, timeout=10) as sender:
             with pytest.raises(PermanentError, match="MessageRejected") as caught:
                 await sender.send(statement(from_address="nobody@unverified.example.com"))
         assert "unverified.example.com" not in str(caught.value)
         assert sent_emails(moto) == []
 
-    async def test_connection_refused_is_retryable(self, aws_env: None) -> None:
-        async with open_ses_sender(endpoint_url=f"http://127.0.0.1:{free_port()}") as sender:
+    async def test_connection_refused_is_retryable(self, http: AwsHttp, aws_env: None) -> None:
+        async with open_ses_sender(
+            http=http, endpoint_url=f"http://127.0.0.1:{free_port()}"
+        ) as sender:
             with pytest.raises(RetryableError):
                 await sender.send(statement())
 
-    async def test_no_answer_after_the_request_is_uncertain(self, aws_env: None) -> None:
+    async def test_missing_credentials_pause_sending(
+        self, http: AwsHttp, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        async with (
+            HttpStub(body=b'{"MessageId": "never"}') as stub,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint) as sender,
+        ):
+            with pytest.raises(AccountPausedError, match="credentials"):
+                await sender.send(statement())
+        assert stub.requests == []
+
+    async def test_no_answer_after_the_request_is_uncertain(
+        self, http: AwsHttp, aws_env: None
+    ) -> None:
         async with (
             HttpStub("hang") as stub,
-            open_ses_sender(endpoint_url=stub.endpoint, timeout=0.5) as sender,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint, timeout=0.5) as sender,
         ):
             with pytest.raises(UncertainSendError):
                 await sender.send(statement())
         assert len(stub.requests) == 1  # one attempt: the SDK did not retry
 
-    async def test_connection_dropped_after_the_request_is_uncertain(self, aws_env: None) -> None:
-        async with HttpStub("close") as stub, open_ses_sender(endpoint_url=stub.endpoint) as sender:
+    async def test_connection_dropped_after_the_request_is_uncertain(
+        self, http: AwsHttp, aws_env: None
+    ) -> None:
+        async with (
+            HttpStub("close") as stub,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint) as sender,
+        ):
             with pytest.raises(UncertainSendError):
                 await sender.send(with_pdf())
         assert len(stub.requests) == 1
@@ -230,21 +264,31 @@ class TestSesSender(SenderContract):
         ],
     )
     async def test_ses_errors_map_onto_the_error_tree(
-        self, aws_env: None, status: int, code: str, message: str, expected: type[Exception]
+        self,
+        http: AwsHttp,
+        aws_env: None,
+        status: int,
+        code: str,
+        message: str,
+        expected: type[Exception],
     ) -> None:
         async with (
             HttpStub.aws_error(status, code, message) as stub,
-            open_ses_sender(endpoint_url=stub.endpoint) as sender,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint) as sender,
         ):
             with pytest.raises(expected, match=code):
                 await sender.send(statement())
         assert len(stub.requests) == 1  # never retried by the SDK, whatever the error
 
-    async def test_simple_request_carries_ids_and_reply_to(self, aws_env: None) -> None:
+    async def test_simple_request_carries_ids_and_reply_to(
+        self, http: AwsHttp, aws_env: None
+    ) -> None:
         body = b'{"MessageId": "stub-1"}'
         async with (
             HttpStub(body=body) as stub,
-            open_ses_sender(endpoint_url=stub.endpoint, configuration_set="statements") as sender,
+            open_ses_sender(
+                http=http, endpoint_url=stub.endpoint, configuration_set="statements"
+            ) as sender,
         ):
             message_id = await sender.send(
                 statement(html_body="<p>Hi</p>", reply_to="Help <help@bank.example.com>")
@@ -265,10 +309,12 @@ class TestSesSender(SenderContract):
         assert simple["Body"]["Html"] == {"Data": "<p>Hi</p>", "Charset": "UTF-8"}
         assert {"Name": "X-Delivery-Email-Id", "Value": "42"} in simple["Headers"]
 
-    async def test_requests_carry_a_fixed_user_agent_naming_us(self, aws_env: None) -> None:
+    async def test_requests_carry_a_fixed_user_agent_naming_us(
+        self, http: AwsHttp, aws_env: None
+    ) -> None:
         async with (
             HttpStub(body=b'{"MessageId": "stub-3"}') as stub,
-            open_ses_sender(endpoint_url=stub.endpoint) as sender,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint) as sender,
         ):
             await sender.send(statement())
             await sender.send(statement())
@@ -283,10 +329,12 @@ class TestSesSender(SenderContract):
         assert b"botocore/" in agent
         assert f" delivery-server/{__version__}".encode() in agent
 
-    async def test_raw_request_is_the_checked_mime_message(self, aws_env: None) -> None:
+    async def test_raw_request_is_the_checked_mime_message(
+        self, http: AwsHttp, aws_env: None
+    ) -> None:
         async with (
             HttpStub(body=b'{"MessageId": "stub-2"}') as stub,
-            open_ses_sender(endpoint_url=stub.endpoint) as sender,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint) as sender,
         ):
             await sender.send(with_pdf())
 
@@ -295,17 +343,21 @@ class TestSesSender(SenderContract):
         got = parse_received(base64.b64decode(request["Content"]["Raw"]["Data"]))
         assert got.attachments == (("relevé-2024.pdf", "application/pdf", PDF),)
 
-    async def test_max_send_rate_reads_the_account_quota(self, aws_env: None) -> None:
+    async def test_max_send_rate_reads_the_account_quota(
+        self, http: AwsHttp, aws_env: None
+    ) -> None:
         body = b'{"SendQuota": {"Max24HourSend": 50000, "MaxSendRate": 14.0}}'
         async with (
             HttpStub(body=body) as stub,
-            open_ses_sender(endpoint_url=stub.endpoint) as sender,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint) as sender,
         ):
             assert await sender.max_send_rate() == 14.0
 
-    async def test_max_send_rate_is_none_when_ses_cannot_say(self, moto: str) -> None:
+    async def test_max_send_rate_is_none_when_ses_cannot_say(
+        self, http: AwsHttp, moto: str
+    ) -> None:
         # moto has no GetAccount: any error must give None, not raise.
-        async with open_ses_sender(endpoint_url=moto) as sender:
+        async with open_ses_sender(http=http, endpoint_url=moto) as sender:
             assert await sender.max_send_rate() is None
 
 

@@ -114,6 +114,11 @@ def _connector_error(cause: OSError) -> aiohttp.ClientConnectorError:
             UncertainSendError,
         ),
         (aiohttp.ServerDisconnectedError(), UncertainSendError),
+        # The same, as aiohttp raises them on the direct path (DELIVERY_AWS_HTTP=direct).
+        (_connector_error(ConnectionRefusedError()), ProviderUnreachableError),
+        (aiohttp.ConnectionTimeoutError(), ProviderUnreachableError),
+        (aiohttp.SocketTimeoutError(), UncertainSendError),
+        (aiohttp.ClientOSError(104, "reset"), UncertainSendError),
     ],
 )
 def test_ses_transport_errors(exc: Exception, expected: type[DeliveryError]) -> None:
