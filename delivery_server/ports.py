@@ -54,6 +54,11 @@ class Queue(Protocol):
         """Approximate number of visible messages (what autoscaling watches)."""
         ...
 
+    async def depth(self) -> int:
+        """Approximate number of messages held in any state: visible, in flight (received,
+        not yet deleted) and delayed. Every message of a queued email is among them."""
+        ...
+
 
 class Sender(Protocol):
     """Hands one rendered email to a provider, exactly one attempt per call."""
@@ -140,6 +145,11 @@ class ReconcilerStore(Protocol):
     async def stale_queued(self, older_than: datetime, limit: int) -> list[QueueMessage]:
         """Queued emails untouched since ``older_than`` (their message may be lost);
         touches them so the next pass does not pick them again at once."""
+        ...
+
+    async def count_queued(self, older_than: datetime) -> tuple[int, int]:
+        """How many emails are ``queued`` (any job, any age), and how many of those were
+        untouched since ``older_than``."""
         ...
 
 

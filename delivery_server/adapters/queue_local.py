@@ -152,6 +152,11 @@ class LocalQueue:
         self._release_due(asyncio.get_running_loop().time())
         return len(self._visible)
 
+    async def depth(self) -> int:
+        """How many messages the queue holds, visible or in flight (exact; this queue has
+        no delayed messages)."""
+        return len(self._messages)
+
     async def join(self, timeout: float | None = None) -> None:
         """Wait until the queue holds no message at all, visible or in flight (every
         message deleted). Raise ``TimeoutError`` if that takes longer than ``timeout``."""

@@ -226,6 +226,27 @@ class SqsQueue:
         )
         return int(response.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
 
+    async def depth(self) -> int:
+        """Every message SQS holds: ApproximateNumberOfMessages (visible) +
+        ApproximateNumberOfMessagesNotVisible (in flight) + ApproximateNumberOfMessagesDelayed."""
+        response = await self._call(
+            "GetQueueAttributes",
+            self._client.get_queue_attributes(
+                QueueUrl=self._queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            ),
+        )
+        attributes = response.get("Attributes", {})
+        return (
+            int(attributes.get("ApproximateNumberOfMessages", 0))
+            + int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+            + int(attributes.get("ApproximateNumberOfMessagesDelayed", 0))
+        )
+
     # -- internals ---------------------------------------------------------------------
 
     async def _send_batch(self, entries: Sequence[SendMessageBatchRequestEntryTypeDef]) -> set[int]:

@@ -62,6 +62,13 @@ def queue(request: pytest.FixtureRequest) -> Queue:
     return implementation
 
 
+@pytest.fixture(params=["sqs_queue", "sim_queue"])
+def any_sqs_queue(request: pytest.FixtureRequest) -> SqsQueue:
+    """The SQS adapter on moto, then on the simulator (SQS-only behaviour)."""
+    implementation: SqsQueue = request.getfixturevalue(request.param)
+    return implementation
+
+
 def message(email_id: int, job_id: int = 7) -> QueueMessage:
     return QueueMessage(email_id=email_id, job_id=job_id)
 
@@ -207,6 +214,26 @@ async def test_backlog_counts_visible_messages(queue: Queue) -> None:
     assert await queue.backlog() == 2
 
 
+async def test_depth_counts_visible_and_in_flight_messages(queue: Queue) -> None:
+    assert await queue.depth() == 0
+    await queue.publish([message(i) for i in range(1, 4)])
+    assert await queue.depth() == 3
+
+    [first] = await queue.receive(1, wait_seconds=5, visibility_timeout=LONG)
+    assert (await queue.backlog(), await queue.depth()) == (2, 3)  # one in flight
+
+    await queue.change_visibility(first.receipt, LONG)  # retried later: still held
+    assert await queue.depth() == 3
+
+    await queue.delete([first.receipt])
+    assert await queue.depth() == 2
+
+    rest = await receive_n(queue, 2)
+    assert (await queue.backlog(), await queue.depth()) == (0, 2)  # all in flight
+    await queue.delete([d.receipt for d in rest])
+    assert await queue.depth() == 0
+
+
 async def test_long_poll_returns_early_when_a_message_arrives(queue: Queue) -> None:
     waiting = asyncio.create_task(queue.receive(10, wait_seconds=15, visibility_timeout=LONG))
     try:
@@ -249,6 +276,19 @@ async def test_sqs_reports_refused_entries_by_email_id(sqs_queue: SqsQueue) -> N
     assert email_ids(await receive_n(sqs_queue, 1)) == [1]
 
 
+async def test_sqs_depth_counts_delayed_messages_too(any_sqs_queue: SqsQueue) -> None:
+    queue = any_sqs_queue
+    # The adapter never delays a message, but a queue's DelaySeconds (or another
+    # producer) can: a delayed message is held, neither visible nor in flight.
+    delayed = {"Id": "1", "MessageBody": message(1).to_body(), "DelaySeconds": 600}
+    assert await queue._send_batch([delayed]) == set()
+    await queue.publish([message(2), message(3)])
+    assert await queue.receive(1, wait_seconds=5, visibility_timeout=LONG)
+
+    # One visible, one in flight, one delayed.
+    assert (await queue.backlog(), await queue.depth()) == (1, 3)
+
+
 async def test_sqs_publish_to_a_missing_queue_fails_every_email(moto: str) -> None:
     url = f"{moto}/123456789012/no-such-queue"
     async with open_sqs_queue(url, endpoint_url=moto, region_name=AWS_REGION) as queue:
@@ -257,5 +297,7 @@ async def test_sqs_publish_to_a_missing_queue_fails_every_email(moto: str) -> No
         assert failed == set(range(1, 13))
         with pytest.raises(PermanentError, match="NonExistentQueue"):
             await queue.backlog()
+        with pytest.raises(PermanentError, match="NonExistentQueue"):
+            await queue.depth()
         with pytest.raises(PermanentError):
             await queue.receive(10, wait_seconds=0, visibility_timeout=LONG)

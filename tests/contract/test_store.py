@@ -697,6 +697,34 @@ async def test_stale_queued_emails_are_handed_out_again_and_touched(
     assert await store.stale_queued(utcnow() + timedelta(minutes=1), 10) == []
 
 
+async def test_count_queued_counts_every_queued_email_and_the_stale_ones(
+    store: SqlStore, raw: AsyncEngine
+) -> None:
+    job, ids = await processing_job(store, 4)
+    other, _ = await processing_job(store, 3)
+    cutoff = utcnow() - timedelta(minutes=15)
+    assert await store.count_queued(cutoff) == (0, 0)  # pending is not queued
+    await queue_all(store, job.id)
+    await queue_all(store, other.id)
+    assert await store.count_queued(cutoff) == (7, 0)  # just published
+
+    async with raw.begin() as conn:
+        await conn.execute(
+            sa.update(email_table)
+            .where(email_table.c.id.in_(ids[:3]))
+            .values(updated_at=utcnow() - timedelta(hours=1))
+        )
+    assert await store.count_queued(cutoff) == (7, 3)
+
+    await store.claim(ids[0], 60)  # sending is not queued
+    assert await store.count_queued(cutoff) == (6, 2)
+    await store.set_job_status(job.id, JobStatus.PAUSED)  # any job: paused ones keep messages
+    assert await store.count_queued(cutoff) == (6, 2)
+    assert await store.stale_queued(cutoff, 10) == []  # which the reconciler leaves alone
+    await store.cancel_job(other.id)
+    assert await store.count_queued(cutoff) == (3, 2)
+
+
 # --- settling and restarting jobs --------------------------------------------------------
 
 

@@ -268,6 +268,24 @@ class PublishingQueries(Queries):
 
         return await self._db.run(work)
 
+    async def count_queued(self, older_than: datetime) -> tuple[int, int]:
+        """How many emails are ``queued`` (any job, any age), and how many of those were
+        untouched since ``older_than``: one range of the (status, updated_at) index, read
+        without touching the table."""
+
+        async def read(conn: AsyncConnection) -> tuple[int, int]:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        sa.func.count(),
+                        sa.func.count(sa.case((email.c.updated_at < older_than, 1))),
+                    ).where(email.c.status == EmailStatus.QUEUED)
+                )
+            ).one()
+            return int(row[0]), int(row[1])
+
+        return await self._db.run(read, write=False)
+
 
 async def _processing_jobs(conn: AsyncConnection) -> list[tuple[Job, bool]]:
     """Processing jobs, each with whether it still has emails in flight."""
