@@ -68,6 +68,7 @@ async def open_queue(settings: Settings, *, max_connections: int) -> AsyncIterat
         settings.sqs_queue_url,
         endpoint_url=settings.aws_endpoint_url,
         max_connections=max_connections,
+        http=settings.aws_http,
     ) as queue:
         yield queue
 

@@ -1,10 +1,15 @@
 """``ports.Queue`` on Amazon SQS (standard queue) through aiobotocore.
 
+The calls go through ``aws_direct`` (the client's endpoint, credentials, signer and error
+parser, without its per-call pipeline) unless ``DELIVERY_AWS_HTTP=sdk``, which makes them
+through the client itself.
+
 Every SQS call is safe to repeat: a duplicate message is harmless because claims are
 conditional (DESIGN §4), and delete/visibility changes are idempotent. So, unlike the
-senders, this client lets botocore retry (standard mode) before an error reaches us.
+senders, this adapter retries (botocore's standard mode on the client; the same attempts
+and backoff on the direct path) before an error reaches us.
 
-How vendor errors become ``errors`` classes (after botocore's own retries):
+How vendor errors become ``errors`` classes (after those retries):
 
 =====================================================  ===================================
 SQS / transport error                                  becomes
@@ -36,14 +41,16 @@ in-flight message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore import xform_name
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -53,7 +60,8 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from delivery_server.adapters.aws_client import fixed_user_agent
+from delivery_server.adapters.aws_client import AwsHttp, fixed_user_agent
+from delivery_server.adapters.aws_direct import SignedJsonClient, open_http
 from delivery_server.errors import DeliveryError, PermanentError, RetryableError, ThrottledError
 from delivery_server.models import Delivery, QueueMessage
 
@@ -75,6 +83,7 @@ CONNECT_TIMEOUT = 5.0
 # A long poll holds the response for up to 20 s: the read timeout must outlast it.
 READ_TIMEOUT = MAX_WAIT_SECONDS + 10.0
 MAX_ATTEMPTS = 5  # botocore's standard mode: the first call and up to four retries
+MAX_BACKOFF = 20.0  # seconds, botocore's standard-mode cap
 
 _SQS_PREFIX = "AWS.SimpleQueueService."
 _THROTTLING_CODES = frozenset(
@@ -134,6 +143,10 @@ def translate_sqs_error(exc: BaseException, action: str) -> DeliveryError:
     return RetryableError(f"SQS {action} failed: {type(exc).__name__}: {exc}")
 
 
+def _worth_repeating(exc: BaseException, action: str) -> bool:
+    return isinstance(translate_sqs_error(exc, action), ThrottledError | RetryableError)
+
+
 def _chunks(items: Sequence[_T], size: int = BATCH_SIZE) -> list[Sequence[_T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -145,9 +158,18 @@ def _clamp(value: int, low: int, high: int) -> int:
 class SqsQueue:
     """``ports.Queue`` over one SQS queue; build it with ``open_sqs_queue``."""
 
-    def __init__(self, client: SQSClient, queue_url: str, *, max_concurrent_batches: int) -> None:
+    def __init__(
+        self,
+        client: SQSClient,
+        queue_url: str,
+        *,
+        max_concurrent_batches: int,
+        direct: SignedJsonClient | None = None,
+    ) -> None:
         self._client = client
         self._queue_url = queue_url
+        # The calls without the client's per-call pipeline (``aws_direct``); None: the client.
+        self._direct = direct
         # Batches go out concurrently, but never more than the connection pool holds.
         self._batch_slots = asyncio.Semaphore(max_concurrent_batches)
 
@@ -172,13 +194,13 @@ class SqsQueue:
             raise ValueError("max_messages must be at least 1")
         response = await self._call(
             "ReceiveMessage",
-            self._client.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=min(BATCH_SIZE, max_messages),
-                WaitTimeSeconds=_clamp(int(wait_seconds), 0, MAX_WAIT_SECONDS),
-                VisibilityTimeout=_clamp(visibility_timeout, 0, MAX_VISIBILITY_TIMEOUT),
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
-            ),
+            {
+                "QueueUrl": self._queue_url,
+                "MaxNumberOfMessages": min(BATCH_SIZE, max_messages),
+                "WaitTimeSeconds": _clamp(int(wait_seconds), 0, MAX_WAIT_SECONDS),
+                "VisibilityTimeout": _clamp(visibility_timeout, 0, MAX_VISIBILITY_TIMEOUT),
+                "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+            },
         )
         return [
             Delivery(
@@ -204,10 +226,13 @@ class SqsQueue:
         """Show the message again after ``timeout_seconds`` (clamped to 0..43200). A receipt
         that no longer names an in-flight message is ignored: it is gone or visible already."""
         try:
-            await self._client.change_message_visibility(
-                QueueUrl=self._queue_url,
-                ReceiptHandle=receipt,
-                VisibilityTimeout=_clamp(timeout_seconds, 0, MAX_VISIBILITY_TIMEOUT),
+            await self._request(
+                "ChangeMessageVisibility",
+                {
+                    "QueueUrl": self._queue_url,
+                    "ReceiptHandle": receipt,
+                    "VisibilityTimeout": _clamp(timeout_seconds, 0, MAX_VISIBILITY_TIMEOUT),
+                },
             )
         except ClientError as exc:
             if error_code(exc) not in _GONE_CODES:
@@ -220,9 +245,7 @@ class SqsQueue:
         """SQS's ApproximateNumberOfMessages (visible messages)."""
         response = await self._call(
             "GetQueueAttributes",
-            self._client.get_queue_attributes(
-                QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"]
-            ),
+            {"QueueUrl": self._queue_url, "AttributeNames": ["ApproximateNumberOfMessages"]},
         )
         return int(response.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
 
@@ -231,14 +254,14 @@ class SqsQueue:
         ApproximateNumberOfMessagesNotVisible (in flight) + ApproximateNumberOfMessagesDelayed."""
         response = await self._call(
             "GetQueueAttributes",
-            self._client.get_queue_attributes(
-                QueueUrl=self._queue_url,
-                AttributeNames=[
+            {
+                "QueueUrl": self._queue_url,
+                "AttributeNames": [
                     "ApproximateNumberOfMessages",
                     "ApproximateNumberOfMessagesNotVisible",
                     "ApproximateNumberOfMessagesDelayed",
                 ],
-            ),
+            },
         )
         attributes = response.get("Attributes", {})
         return (
@@ -254,8 +277,7 @@ class SqsQueue:
         async with self._batch_slots:
             try:
                 response = await self._call(
-                    "SendMessageBatch",
-                    self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries),
+                    "SendMessageBatch", {"QueueUrl": self._queue_url, "Entries": entries}
                 )
             except DeliveryError as exc:
                 log.warning("queue.publish_batch_failed", messages=len(entries), error=str(exc))
@@ -272,8 +294,7 @@ class SqsQueue:
         ]
         async with self._batch_slots:
             response = await self._call(
-                "DeleteMessageBatch",
-                self._client.delete_message_batch(QueueUrl=self._queue_url, Entries=entries),
+                "DeleteMessageBatch", {"QueueUrl": self._queue_url, "Entries": entries}
             )
         failed = response.get("Failed", [])
         refused = [
@@ -287,12 +308,32 @@ class SqsQueue:
             codes = sorted({entry["Code"] for entry in refused})
             raise RetryableError(f"SQS DeleteMessageBatch refused {len(refused)} receipts: {codes}")
 
-    async def _call(self, action: str, request: Awaitable[_T]) -> _T:
-        """Await one SQS call, translating its failure into the error tree."""
+    async def _call(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One SQS call (retried as below), its failure translated into the error tree."""
         try:
-            return await request
+            return await self._request(action, params)
         except _CALL_ERRORS as exc:
             raise translate_sqs_error(exc, action) from exc
+
+    async def _request(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One SQS call; raises what the client (or the direct path) raises.
+
+        The client retries by itself (botocore's standard mode); the direct path makes one
+        request per call, so the same policy is applied here: up to ``MAX_ATTEMPTS`` for
+        throttling, transient and transport errors, full-jitter exponential backoff."""
+        if self._direct is None:
+            method = getattr(self._client, xform_name(action))
+            response: dict[str, Any] = await method(**params)
+            return response
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return await self._direct.call(action, params)
+            except _CALL_ERRORS as exc:
+                if attempt == MAX_ATTEMPTS or not _worth_repeating(exc, action):
+                    raise
+                # botocore's standard mode: random(0, 1) x 2^(attempt - 1), at most 20 s.
+                await asyncio.sleep(random.random() * min(MAX_BACKOFF, 2 ** (attempt - 1)))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @asynccontextmanager
@@ -302,22 +343,32 @@ async def open_sqs_queue(
     endpoint_url: str | None = None,
     max_connections: int = 20,
     region_name: str | None = None,
+    http: AwsHttp = "direct",
 ) -> AsyncIterator[SqsQueue]:
-    """An ``SqsQueue`` on its own aiobotocore client, closed on exit.
+    """An ``SqsQueue`` on its own aiobotocore client (and, with ``http="direct"``, its own
+    aiohttp session for the direct path), closed on exit.
 
     ``max_connections`` bounds the HTTP connection pool and, with it, how many batches go
     out at once. Credentials and (unless given) the region come from the standard AWS
     variables.
     """
     session = get_session()
+    user_agent = fixed_user_agent(session)
     config = AioConfig(
         max_pool_connections=max_connections,
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
         retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-        user_agent=fixed_user_agent(session),
+        user_agent=user_agent,
     )
     async with session.create_client(
         "sqs", region_name=region_name, endpoint_url=endpoint_url, config=config
     ) as client:
-        yield SqsQueue(client, queue_url, max_concurrent_batches=max_connections)
+        if http == "sdk":
+            yield SqsQueue(client, queue_url, max_concurrent_batches=max_connections)
+            return
+        credentials = await session.get_credentials()
+        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
+        async with open_http(session, max_connections=max_connections, timeout=timeout) as web:
+            direct = SignedJsonClient(client, credentials, web, user_agent=user_agent)
+            yield SqsQueue(client, queue_url, max_concurrent_batches=max_connections, direct=direct)

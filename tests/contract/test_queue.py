@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiobotocore.session import get_session
 
+from delivery_server.adapters.aws_client import AwsHttp
 from delivery_server.adapters.queue_local import LocalQueue
 from delivery_server.adapters.queue_sqs import SqsQueue, open_sqs_queue
 from delivery_server.errors import PermanentError
@@ -30,7 +31,9 @@ pytestmark = pytest.mark.timeout(60)
 
 # Fixture names, one per implementation of ports.Queue; each yields an empty queue.
 # The stand-in simulator runs the same contract: its SQS semantics are proven, not assumed.
-QUEUE_FIXTURES = ["local_queue", "sqs_queue", "sim_queue"]
+# "sqs_queue" makes the calls the default way (DELIVERY_AWS_HTTP=direct), "sqs_queue_sdk"
+# through aiobotocore's client (=sdk).
+QUEUE_FIXTURES = ["local_queue", "sqs_queue", "sqs_queue_sdk", "sim_queue"]
 
 LONG = 300  # a visibility timeout no test outlives
 
@@ -55,6 +58,14 @@ async def sqs_queue(moto: str, sqs_queue_url: str) -> AsyncIterator[SqsQueue]:
         yield queue
 
 
+@pytest.fixture
+async def sqs_queue_sdk(moto: str, sqs_queue_url: str) -> AsyncIterator[SqsQueue]:
+    async with open_sqs_queue(
+        sqs_queue_url, endpoint_url=moto, region_name=AWS_REGION, http="sdk"
+    ) as queue:
+        yield queue
+
+
 @pytest.fixture(params=QUEUE_FIXTURES)
 def queue(request: pytest.FixtureRequest) -> Queue:
     """Each implementation in turn."""
@@ -62,9 +73,9 @@ def queue(request: pytest.FixtureRequest) -> Queue:
     return implementation
 
 
-@pytest.fixture(params=["sqs_queue", "sim_queue"])
+@pytest.fixture(params=["sqs_queue", "sqs_queue_sdk", "sim_queue"])
 def any_sqs_queue(request: pytest.FixtureRequest) -> SqsQueue:
-    """The SQS adapter on moto, then on the simulator (SQS-only behaviour)."""
+    """The SQS adapter on moto (both ways), then on the simulator (SQS-only behaviour)."""
     implementation: SqsQueue = request.getfixturevalue(request.param)
     return implementation
 
@@ -289,9 +300,10 @@ async def test_sqs_depth_counts_delayed_messages_too(any_sqs_queue: SqsQueue) ->
     assert (await queue.backlog(), await queue.depth()) == (1, 3)
 
 
-async def test_sqs_publish_to_a_missing_queue_fails_every_email(moto: str) -> None:
+@pytest.mark.parametrize("http", ["direct", "sdk"])
+async def test_sqs_publish_to_a_missing_queue_fails_every_email(moto: str, http: AwsHttp) -> None:
     url = f"{moto}/123456789012/no-such-queue"
-    async with open_sqs_queue(url, endpoint_url=moto, region_name=AWS_REGION) as queue:
+    async with open_sqs_queue(url, endpoint_url=moto, region_name=AWS_REGION, http=http) as queue:
         failed = await queue.publish([message(i) for i in range(1, 13)])
 
         assert failed == set(range(1, 13))

@@ -167,3 +167,61 @@ async def test_receive_asks_within_sqs_limits_and_reads_the_receive_count() -> N
     assert request["WaitTimeSeconds"] == 20
     assert request["VisibilityTimeout"] == 0
     assert request["MessageSystemAttributeNames"] == ["ApproximateReceiveCount"]
+
+
+class FakeDirect:
+    """The direct path (``aws_direct.SignedJsonClient``): scripted answers, in order."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.calls: list[str] = []
+
+    async def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(operation)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        result: dict[str, Any] = answer
+        return result
+
+
+def direct_queue(direct: FakeDirect, monkeypatch: pytest.MonkeyPatch) -> SqsQueue:
+    # No backoff in tests: random() scales the delay, so 0 means no wait at all.
+    monkeypatch.setattr("delivery_server.adapters.queue_sqs.random.random", lambda: 0.0)
+    client: Any = FakeSqs()  # would fail the test if the client were called
+    fake: Any = direct
+    return SqsQueue(client, URL, max_concurrent_batches=2, direct=fake)
+
+
+async def test_direct_path_repeats_transient_errors_like_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    direct = FakeDirect(
+        client_error("InternalError", 500, "ReceiveMessage"),
+        client_error("ThrottlingException", 400, "ReceiveMessage"),
+        aiohttp.ServerDisconnectedError(),
+        {"Messages": [{"Body": "{}", "ReceiptHandle": "r1", "Attributes": {}}]},
+    )
+
+    [delivery] = await direct_queue(direct, monkeypatch).receive(10, 0, 30)
+
+    assert delivery.receipt == "r1"
+    assert direct.calls == ["ReceiveMessage"] * 4
+
+
+async def test_direct_path_gives_up_after_five_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    direct = FakeDirect(*[client_error("ServiceUnavailable", 503, "GetQueueAttributes")] * 6)
+
+    with pytest.raises(RetryableError, match="ServiceUnavailable"):
+        await direct_queue(direct, monkeypatch).backlog()
+    assert len(direct.calls) == 5
+
+
+async def test_direct_path_does_not_repeat_permanent_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    direct = FakeDirect(client_error("AccessDenied", 403, "GetQueueAttributes"), {})
+
+    with pytest.raises(PermanentError, match="AccessDenied"):
+        await direct_queue(direct, monkeypatch).backlog()
+    assert direct.calls == ["GetQueueAttributes"]
