@@ -13,7 +13,9 @@ about three quarters of the CPU of the call; the rest is signing and HTTP.
   same settings (``client.meta``: custom endpoint, FIPS/dual-stack and region included);
 * credentials come from the same aiobotocore session (environment, profile, web identity,
   the ECS task role, instance metadata; refreshable ones refresh themselves);
-* requests are signed by botocore's own ``SigV4Auth``;
+* requests are signed with SigV4 exactly as botocore's ``SigV4Auth`` signs them (``sigv4``:
+  the same algorithm without its per-request generality, checked against it header for
+  header);
 * error responses are parsed by botocore's own parser for the service's protocol and raised
   as the same ``ClientError`` the client would raise, so the adapters' error tables apply
   unchanged;
@@ -37,13 +39,13 @@ import aiohttp
 from aiobotocore.client import AioBaseClient
 from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import AioSession
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError, NoCredentialsError
 from botocore.httpsession import ProxyConfiguration, get_cert_path
 from botocore.model import OperationModel
 from botocore.parsers import create_parser
 from botocore.utils import get_environ_proxies, should_bypass_proxies
+
+from delivery_server.adapters.sigv4 import SigV4Signer
 
 
 class SignedJsonClient:
@@ -60,9 +62,8 @@ class SignedJsonClient:
         meta = client.meta
         self._client = client
         self._endpoint = meta.endpoint_url.rstrip("/")
-        self._region = meta.region_name
         self._service_model = meta.service_model
-        self._signing_name = meta.service_model.signing_name
+        self._signer = SigV4Signer(meta.service_model.signing_name, meta.region_name)
         self._error_parser = create_parser(meta.service_model.protocol)
         self._credentials = credentials
         self._http = http
@@ -85,14 +86,13 @@ class SignedJsonClient:
         for transport failures."""
         route = self._routes.get(operation) or self._route(operation)
         data = json.dumps(body, separators=(",", ":")).encode()
-        request = AWSRequest(method="POST", url=route.url, data=data, headers=route.headers)
-        SigV4Auth(await self._frozen_credentials(), self._signing_name, self._region).add_auth(
-            request
+        headers = self._signer.sign(
+            await self._frozen_credentials(), route.url, route.headers, data
         )
         async with self._http.post(
             route.url,
             data=data,
-            headers=dict(request.headers.items()),
+            headers=headers,
             proxy=self._proxy,
             # Never None here: to aiohttp that means no timeout at all.
             timeout=timeout or self._http.timeout,
