@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.credentials import AioCredentials
+from aiobotocore.session import AioSession, get_session
 
 from bench.stand_in import SimulatorProcess
+
+if TYPE_CHECKING:
+    from delivery_server.adapters.aws_direct import SignedJsonClient
 
 WARMUP_CALLS = 100  # connection pool and botocore's per-operation caches, not measured
 
@@ -51,31 +57,37 @@ async def measure(
     concurrency: int,
     body_bytes: int,
     timeout: float,
-    fixed_user_agent: bool = False,
+    path: str = "sdk",
 ) -> dict[str, Any]:
     """Make ``calls`` sends, ``concurrency`` at a time; return wall and CPU figures.
 
-    ``fixed_user_agent``: the client setting our sender uses (``adapters.aws_client``),
-    to show what the floor is with it; the floor proper is the SDK's defaults."""
+    ``path="sdk"``: the floor proper, an aiobotocore client with the SDK's defaults.
+    ``path="direct"``: the same call the way our sender makes it (``DELIVERY_AWS_HTTP=
+    direct``: ``adapters.aws_direct`` with a fixed User-Agent), to show what is left of an
+    email's CPU once the send call itself is paid."""
     session = get_session()
-    extra: dict[str, Any] = {}
-    if fixed_user_agent:
-        from delivery_server.adapters.aws_client import fixed_user_agent as user_agent
-
-        extra["user_agent"] = user_agent(session)
     config = AioConfig(
-        max_pool_connections=concurrency,
-        retries={"mode": "standard", "total_max_attempts": 1},
-        **extra,
+        max_pool_connections=concurrency, retries={"mode": "standard", "total_max_attempts": 1}
     )
-    async with session.create_client(
-        "sesv2",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",  # noqa: S106 - the stand-in takes any
-        config=config,
-    ) as ses:
+    async with contextlib.AsyncExitStack() as stack:
+        ses = await stack.enter_async_context(
+            session.create_client(
+                "sesv2",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="bench",
+                aws_secret_access_key="bench",  # noqa: S106 - the stand-in takes any
+                config=config,
+            )
+        )
+        direct = (
+            await _direct_client(stack, session, ses, concurrency) if path == "direct" else None
+        )
+
+        async def send(request: dict[str, Any]) -> Any:
+            if direct is not None:
+                return await direct.call("SendEmail", request)
+            return await ses.send_email(**request)
 
         async def run(count: int) -> int:
             next_index = iter(range(count))
@@ -85,7 +97,7 @@ async def measure(
                 nonlocal failures
                 for index in next_index:
                     try:
-                        await ses.send_email(**email_request(index, body_bytes))
+                        await send(email_request(index, body_bytes))
                     except Exception:  # counted and reported: one failed call must not stop the run
                         failures += 1
 
@@ -100,11 +112,26 @@ async def measure(
         "calls": calls,
         "failures": failures,
         "concurrency": concurrency,
+        "path": path,
         "wall_s": round(wall, 3),
         "cpu_s": round(cpu, 3),
         "calls_per_s": round(calls / wall, 1),
         "calls_per_cpu_s": round(calls / cpu, 1) if cpu > 0 else None,
     }
+
+
+async def _direct_client(
+    stack: contextlib.AsyncExitStack, session: AioSession, ses: Any, concurrency: int
+) -> SignedJsonClient:
+    from delivery_server.adapters.aws_client import fixed_user_agent
+    from delivery_server.adapters.aws_direct import SignedJsonClient, open_http
+
+    credentials = AioCredentials("bench", "bench")
+    timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=30)
+    http = await stack.enter_async_context(
+        open_http(session, max_connections=concurrency, timeout=timeout)
+    )
+    return SignedJsonClient(ses, credentials, http, user_agent=fixed_user_agent(session))
 
 
 def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -125,9 +152,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--no-uvloop", action="store_true")
     parser.add_argument(
-        "--fixed-user-agent",
-        action="store_true",
-        help="with our sender's client setting (a User-Agent computed once)",
+        "--path",
+        choices=("sdk", "direct"),
+        default="sdk",
+        help="sdk: an aiobotocore client, SDK defaults (the floor); direct: our sender's path",
     )
     args = parser.parse_args()
 
@@ -140,7 +168,7 @@ def main() -> int:
                     args.concurrency,
                     args.body_bytes,
                     args.timeout,
-                    args.fixed_user_agent,
+                    args.path,
                 )
             )
 
@@ -152,10 +180,9 @@ def main() -> int:
             result = run(sim.endpoint_url)
             result["simulator_cpu_s"] = round(sim.cpu_seconds() - sim_cpu0, 3)
     result["uvloop"] = not args.no_uvloop
-    result["fixed_user_agent"] = args.fixed_user_agent
     print(json.dumps(result))
     print(
-        f"floor: {result['calls_per_cpu_s']} SendEmail calls per CPU-second "
+        f"floor ({args.path}): {result['calls_per_cpu_s']} SendEmail calls per CPU-second "
         f"({result['calls_per_s']}/s wall, concurrency {args.concurrency})",
         file=sys.stderr,
     )
