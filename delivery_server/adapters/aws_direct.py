@@ -74,18 +74,19 @@ class SignedJsonClient:
     async def call(
         self,
         operation: str,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any] | bytes,
         *,
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> dict[str, Any]:
-        """One signed POST of ``body`` (the operation's input as JSON); the decoded answer.
+        """One signed POST of ``body`` (the operation's input; as JSON bytes already, or to be
+        encoded here); the decoded answer.
         ``timeout``: for this call, instead of the session's.
 
         Raises ``ClientError`` (the same subclass the client would) for an error answer,
         ``NoCredentialsError`` when no credentials can be found, and aiohttp's exceptions
         for transport failures."""
         route = self._routes.get(operation) or self._route(operation)
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
         headers = self._signer.sign(
             await self._frozen_credentials(), route.url, route.headers, data
         )

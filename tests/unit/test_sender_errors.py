@@ -172,3 +172,24 @@ def test_bad_smtp_url_is_a_config_error_without_the_password(url: str) -> None:
     with pytest.raises(ConfigError, match="DELIVERY_SMTP_URL") as caught:
         parse_smtp_url(url)
     assert "secret" not in str(caught.value)
+
+
+def test_raw_content_json_is_the_json_of_the_request_with_the_data_in_base64() -> None:
+    import base64
+    import json
+
+    from delivery_server.adapters.sender_ses import raw_content_json
+
+    request = {
+        "FromEmailAddress": 'Bänk "Statements" <statements@bank.example.com>',
+        "Destination": {"ToAddresses": ["ann@example.org"]},
+        "EmailTags": [{"Name": "email_id", "Value": "42"}],
+    }
+    raw = b"Subject: x\r\n\r\n" + bytes(range(256)) * 10
+
+    body = raw_content_json(request, raw)
+
+    assert json.loads(body) == {
+        **request,
+        "Content": {"Raw": {"Data": base64.b64encode(raw).decode()}},
+    }
