@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -907,6 +907,40 @@ async def test_the_store_survives_its_connections_being_killed(mariadb_url: str)
         await survivor.close()
 
 
+async def test_a_connection_lost_after_an_answer_is_retryable_and_not_run_again(
+    mariadb_url: str,
+) -> None:
+    """Only a connection lost before its first answer is retried on another one: later,
+    the transaction may have done anything the server answered, and is the caller's."""
+    await upgrade_schema(mariadb_url)
+    store = await SqlStore.connect(mariadb_url, pool_size=1)
+    runs = 0
+
+    async def work(conn: AsyncConnection) -> None:
+        nonlocal runs
+        runs += 1
+        thread_id = await conn.scalar(sa.text("SELECT CONNECTION_ID()"))
+        await asyncio.to_thread(kill_connection, int(thread_id))
+        await conn.execute(sa.text("SELECT 1"))
+
+    try:
+        with pytest.raises(RetryableError, match="unavailable"):
+            await store._db.run(work)
+        assert runs == 1
+        assert await store.jobs() == []  # and the pool has a live connection again
+    finally:
+        await store.close()
+
+
+def kill_connection(thread_id: int) -> None:
+    conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"KILL CONNECTION {thread_id}")
+    finally:
+        conn.close()
+
+
 async def test_a_connection_given_back_mid_transaction_is_rolled_back(
     store: SqlStore, database_url: str
 ) -> None:
@@ -930,3 +964,67 @@ async def test_a_connection_given_back_mid_transaction_is_rolled_back(
         assert name == "original"
     finally:
         await engine.dispose()
+
+
+# --- round trips --------------------------------------------------------------------------
+
+# Session counters of MariaDB: statements (Questions), pings (admin commands) and the rest.
+ROUND_TRIP_COUNTERS = (
+    "Questions",
+    "Com_select",
+    "Com_update",
+    "Com_commit",
+    "Com_rollback",
+    "Com_admin_commands",
+    "Com_set_option",
+)
+
+
+async def round_trips(store: SqlStore, during: Callable[[], Awaitable[Any]]) -> dict[str, int]:
+    """What ``during()`` cost in round trips, from the counters of the store's one
+    pooled connection (the two readings' own SHOW and COMMIT taken off)."""
+
+    async def counters(conn: AsyncConnection) -> dict[str, int]:
+        names = ", ".join(f"'{name}'" for name in ROUND_TRIP_COUNTERS)
+        query = sa.text(f"SHOW SESSION STATUS WHERE Variable_name IN ({names})")
+        return {name: int(value) for name, value in await conn.execute(query)}
+
+    before = await store._db.run(counters, write=False)
+    await during()
+    after = await store._db.run(counters, write=False)
+    spent = {name: after[name] - before[name] for name in ROUND_TRIP_COUNTERS}
+    spent["Questions"] -= 2  # the first reading's COMMIT and the second one's SHOW
+    spent["Com_commit"] -= 1
+    return {name: count for name, count in spent.items() if count}
+
+
+async def test_claims_and_send_records_cost_only_their_statements(mariadb_url: str) -> None:
+    """Each round trip to the database costs the server CPU (a syscall each way): a batch
+    of claims or of send records pays for its statements and one COMMIT, and nothing
+    else (no ping at checkout, no ROLLBACK after the COMMIT, no SET)."""
+    await upgrade_schema(mariadb_url)
+    store = await SqlStore.connect(mariadb_url, pool_size=1)
+    try:
+        job, ids = await processing_job(store, 5)
+        await queue_all(store, job.id)
+
+        async def claims() -> None:
+            await asyncio.gather(*(store.claim(i, 60) for i in ids))
+
+        async def sends() -> None:
+            await asyncio.gather(*(store.mark_sent(i, f"ses-{i}", utcnow()) for i in ids))
+
+        assert await round_trips(store, claims) == {
+            "Questions": 4,
+            "Com_select": 2,
+            "Com_update": 1,
+            "Com_commit": 1,
+        }
+        assert await round_trips(store, sends) == {
+            "Questions": 3,
+            "Com_select": 1,
+            "Com_update": 1,
+            "Com_commit": 1,
+        }
+    finally:
+        await store.close()

@@ -12,7 +12,13 @@ from typing import TypeVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from delivery_server.adapters.store_sql.engine import WRITE_OPTION, Failure, classify
+from delivery_server.adapters.store_sql.engine import (
+    ANSWERED,
+    WRITE_OPTION,
+    Answered,
+    Failure,
+    classify,
+)
 from delivery_server.errors import RetryableError
 
 T = TypeVar("T")
@@ -36,11 +42,17 @@ class Database:
 
     async def run(self, work: Work[T], *, write: bool = True) -> T:
         """Run ``work`` in one transaction (committed when it returns, rolled back when
-        it raises); retry it on deadlocks; raise ``RetryableError`` when the database
-        cannot be reached. Errors raised by ``work`` itself pass through unchanged."""
-        for attempt in range(1, CONTENTION_ATTEMPTS + 1):
+        it raises); retry it on deadlocks, and once on a pooled connection found dead at
+        its first statement; raise ``RetryableError`` when the database cannot be
+        reached. Errors raised by ``work`` itself pass through unchanged. (What ``work``
+        does before its first statement may so run twice: keep it to the database.)"""
+        attempt = 1
+        stale_retried = False
+        while True:
+            answered: Answered | None = None
             try:
                 async with self._writer(write), self.engine.connect() as conn:
+                    answered = conn.info[ANSWERED] = Answered()
                     if write and self.is_sqlite:
                         await conn.execution_options(**{WRITE_OPTION: True})
                     async with conn.begin():
@@ -49,13 +61,18 @@ class Database:
                 failure = classify(exc)
                 if failure is Failure.CONTENTION and attempt < CONTENTION_ATTEMPTS:
                     await asyncio.sleep(CONTENTION_BASE_DELAY * 2**attempt * random.random())
+                    attempt += 1
                     continue
                 if failure is Failure.CONTENTION:
                     raise RetryableError("database busy: deadlock or lock wait timeout") from exc
+                if _stale(exc, answered) and not stale_retried:
+                    # Typically a database restart since the connection was last used:
+                    # the pool has dropped its other old connections too.
+                    stale_retried = True
+                    continue
                 if failure is Failure.UNAVAILABLE:
                     raise RetryableError("database unavailable: connection failed") from exc
                 raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @contextlib.asynccontextmanager
     async def _writer(self, write: bool) -> AsyncIterator[None]:
@@ -68,3 +85,14 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def _stale(exc: sa_exc.DBAPIError | sa_exc.TimeoutError, answered: Answered | None) -> bool:
+    """A connection that was handed out but lost before anything of the transaction got
+    an answer (not one that could not be opened: that is an outage)."""
+    return (
+        isinstance(exc, sa_exc.DBAPIError)
+        and exc.connection_invalidated
+        and answered is not None
+        and not answered.value
+    )

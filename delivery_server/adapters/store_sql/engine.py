@@ -8,6 +8,7 @@ import time: the composition root calls :func:`create_engine`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -26,6 +27,9 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 # Under RDS/ProxySQL idle connections are cut after a while; recycle well before.
 MYSQL_POOL_RECYCLE_SECONDS = 1800
 MYSQL_CONNECT_TIMEOUT_SECONDS = 10
+
+# Where ``Database.run`` keeps its ``Answered`` for the transaction on a connection.
+ANSWERED = "delivery_answered"
 
 # MySQL/MariaDB error numbers.
 _DEADLOCK = frozenset({1213, 1205})  # deadlock found; lock wait timeout exceeded
@@ -78,7 +82,9 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
             # publish paths need only row locks. A claim by primary key still waits for a
             # publisher's uncommitted row instead of skipping it (tested).
             isolation_level="READ COMMITTED",
-            pool_pre_ping=True,
+            # No pre-ping: it costs a round trip per transaction. A pooled connection
+            # that died meanwhile fails at its first statement instead, which
+            # ``Database.run`` retries once on a new connection (see ``Answered``).
             pool_recycle=MYSQL_POOL_RECYCLE_SECONDS,
             connect_args={"connect_timeout": MYSQL_CONNECT_TIMEOUT_SECONDS},
             **common,
@@ -90,7 +96,23 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
     event.listen(engine.sync_engine, "reset", _reset_connection)
+    event.listen(engine.sync_engine, "after_cursor_execute", _note_answered)
     return engine
+
+
+@dataclass(slots=True)
+class Answered:
+    """Whether the server answered a statement of the current transaction: until it has,
+    a lost connection cannot have run anything of it (nothing commits without an answered
+    COMMIT either), so the transaction can safely start over on another connection."""
+
+    value: bool = False
+
+
+def _note_answered(conn: sa.Connection, *_args: Any) -> None:
+    answered = conn.info.get(ANSWERED)
+    if answered is not None:
+        answered.value = True
 
 
 def _dump_json(value: Any) -> str:
