@@ -263,11 +263,14 @@ class EmailQueries(Queries):
     async def _mark_sent_batch(self, sends: list[_Sent]) -> list[None]:
         async def work(conn: AsyncConnection) -> None:
             ids = [send.email_id for send in sends]
+            recorded = (await conn.execute(*_mark_sent_many(sends, EmailStatus.SENDING))).rowcount
+            if recorded == len(set(ids)):
+                return  # the usual batch: every email was still ``sending``
             # Sends confirmed after the reconciler called them unknown (the lease ran out
             # mid-send): their job may have been finished as failed on that guess.
             late = (await conn.execute(LATE_CONFIRMATIONS, {"b_email_ids": ids})).scalars().all()
-            await conn.execute(*_mark_sent_many(sends))
             if late:
+                await conn.execute(*_mark_sent_many(sends, EmailStatus.UNKNOWN))
                 await conn.execute(REOPEN_JOBS, {"b_job_ids": sorted(set(late))})
 
         await self._db.run(work)
@@ -345,18 +348,19 @@ def _per_request(email_ids: list[int], outcomes: dict[int, ClaimResult]) -> list
     return results
 
 
-def _mark_sent_many(sends: list[_Sent]) -> tuple[sa.Update, dict[str, Any]]:
-    """One UPDATE recording many sends (each its own message id and time)."""
+def _mark_sent_many(sends: list[_Sent], status: EmailStatus) -> tuple[sa.Update, dict[str, Any]]:
+    """One UPDATE recording many sends (each its own message id and time) of the emails
+    among them that are in ``status``."""
     params: dict[str, Any] = {"b_now": utcnow()}
     for n, send in enumerate(sends):
         params[f"b_id{n}"] = send.email_id
         params[f"b_mid{n}"] = send.provider_message_id
         params[f"b_at{n}"] = send.sent_at
-    return _mark_sent_statement(len(sends)), params
+    return _mark_sent_statement(len(sends), status), params
 
 
-@functools.lru_cache(maxsize=SENT_BATCH)
-def _mark_sent_statement(size: int) -> sa.Update:
+@functools.lru_cache(maxsize=SENT_BATCH * len(SETTLEABLE))
+def _mark_sent_statement(size: int, status: EmailStatus) -> sa.Update:
     """The UPDATE for ``size`` sends, built once per size (and so compiled once: SQL
     compilation is cached per statement object, and building the statement with its
     CASE cost more than executing it)."""
@@ -369,7 +373,7 @@ def _mark_sent_statement(size: int) -> sa.Update:
 
     return (
         sa.update(email)
-        .where(email.c.id.in_(ids), email.c.status.in_(SETTLEABLE))
+        .where(email.c.id.in_(ids), email.c.status == status)
         .values(
             status=EmailStatus.SENT,
             provider_message_id=per_email("b_mid", sa.String),
