@@ -20,9 +20,11 @@ from alembic import command
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
+from delivery_server.adapters.store_sql.emails import LOCK_QUEUED
 from delivery_server.adapters.store_sql.engine import create_engine
 from delivery_server.adapters.store_sql.migrate import VERSION_TABLE, alembic_config
 from delivery_server.adapters.store_sql.schema import email as email_table
+from delivery_server.adapters.store_sql.schema import job as job_table
 from delivery_server.adapters.store_sql.schema import metadata
 from delivery_server.errors import ConfigError, NotFoundError, PermanentError, RetryableError
 from delivery_server.models import (
@@ -446,6 +448,28 @@ async def test_a_claim_during_an_open_publish_waits_for_its_commit(mariadb_url: 
     finally:
         await publisher.close()
         await consumer.close()
+
+
+async def test_a_claim_locks_its_emails_but_not_their_job(mariadb_url: str) -> None:
+    """The claim reads each email's job with the lock on the email; the job row must stay
+    unlocked, or every claim of a job would queue behind the others and the settler."""
+    await upgrade_schema(mariadb_url)
+    store = await SqlStore.connect(mariadb_url, pool_size=1)
+    engine = create_engine(mariadb_url, pool_size=2)
+    try:
+        job, ids = await processing_job(store, 2)
+        await queue_all(store, job.id)
+        async with engine.begin() as claimer, engine.begin() as settler:
+            locked = (await claimer.execute(LOCK_QUEUED, {"b_email_ids": ids})).mappings().all()
+            assert [(row["id"], row["job__name"]) for row in locked] == [
+                (i, "statements") for i in ids
+            ]
+            await settler.execute(sa.text("SET SESSION innodb_lock_wait_timeout = 1"))
+            rename = sa.update(job_table).where(job_table.c.id == job.id).values(name="x")
+            await settler.execute(rename)  # a lock wait timeout if the job were locked
+    finally:
+        await engine.dispose()
+        await store.close()
 
 
 def wait_for_lock_wait(database: str, timeout: float = 20.0) -> None:
@@ -1053,8 +1077,8 @@ async def test_claims_and_send_records_cost_only_their_statements(mariadb_url: s
             await asyncio.gather(*(store.mark_sent(i, f"ses-{i}", utcnow()) for i in ids))
 
         assert await round_trips(store, claims) == {
-            "Questions": 4,
-            "Com_select": 2,
+            "Questions": 3,
+            "Com_select": 1,
             "Com_update": 1,
             "Com_commit": 1,
         }

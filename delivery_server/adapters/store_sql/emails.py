@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,9 +47,19 @@ _NOW = sa.bindparam("b_now", type_=sa.DateTime)
 _ERROR = sa.bindparam("b_error", type_=sa.Text)
 
 _EMAIL_IDS: sa.BindParameter[Any] = sa.bindparam("b_email_ids", expanding=True)
-# A batch of claims (see ``claim``): lock the queued ones, claim them, read them back.
+# A batch of claims (see ``claim``): lock the queued ones and read them with their jobs,
+# then claim them. Each job column is its own scalar subquery because on MariaDB a join
+# would lock the job row too (every claim of a job would queue behind the others and
+# behind the settler); a subquery of a locking read does not lock (tested).
+_JOB_OF_EMAIL = [
+    sa.select(column)
+    .where(job.c.id == email.c.job_id)
+    .scalar_subquery()
+    .label(JOB_PREFIX + column.name)
+    for column in job.c
+]
 LOCK_QUEUED = (
-    sa.select(email.c.id)
+    sa.select(*email.c, *_JOB_OF_EMAIL)
     .where(email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.QUEUED)
     .order_by(email.c.id)
     .with_for_update()
@@ -183,8 +193,9 @@ class EmailQueries(Queries):
         return await batcher.submit(email_id)
 
     async def _claim_batch(self, email_ids: list[int], lease_seconds: float) -> list[ClaimResult]:
-        """One transaction for many claims: lock the queued rows (waiting for a publisher
-        that still holds one), claim them per job, read back what was claimed. A row
+        """One transaction for many claims: lock and read the queued rows with their jobs
+        (waiting for a publisher that still holds one; a plain UPDATE of several ids on
+        InnoDB in READ COMMITTED would skip such a row), then claim them per job. A row
         locked here and still queued after the update belongs to a job that is not
         processing; the others get their reason from one more read."""
 
@@ -193,7 +204,7 @@ class EmailQueries(Queries):
         unique = sorted(set(email_ids))
 
         async def work(conn: AsyncConnection) -> list[ClaimResult]:
-            locked = (await conn.execute(LOCK_QUEUED, {"b_email_ids": unique})).all()
+            locked = (await conn.execute(LOCK_QUEUED, {"b_email_ids": unique})).mappings().all()
             claimed: dict[int, ClaimResult] = {}
             if locked:
                 claimed = await _claim_locked(conn, locked, now, lease_until)
@@ -297,15 +308,21 @@ class EmailQueries(Queries):
 
 
 async def _claim_locked(
-    conn: AsyncConnection, locked: Sequence[Any], now: datetime, lease_until: datetime
+    conn: AsyncConnection, locked: Sequence[sa.RowMapping], now: datetime, lease_until: datetime
 ) -> dict[int, ClaimResult]:
     """Claim the locked queued rows; return the claimed ones (malformed ones failed)."""
-    ids = [row.id for row in locked]
+    ids = [row["id"] for row in locked]
     params = {"b_email_ids": ids, "b_now": now, "b_lease_until": lease_until}
-    if (await conn.execute(CLAIM_MANY, params)).rowcount == 0:
+    count = (await conn.execute(CLAIM_MANY, params)).rowcount
+    if count == 0:
         return {}  # their job is not processing: ``_why_not_claimed`` says how
+    rows: Iterable[Mapping[Any, Any]]
+    if count == len(ids):  # the usual batch: all claimed, as read plus what was set
+        claimed_values = {"status": EmailStatus.SENDING, "updated_at": now}
+        rows = ({**row, **claimed_values, "attempts": row["attempts"] + 1} for row in locked)
+    else:  # some jobs are not processing: read back which rows were claimed
+        rows = (await conn.execute(CLAIMED_ROWS, {"b_email_ids": ids})).mappings()
     claimed: dict[int, ClaimResult] = {}
-    rows = (await conn.execute(CLAIMED_ROWS, {"b_email_ids": ids})).mappings()
     for row in rows:
         try:
             claimed[row["id"]] = ClaimResult(
