@@ -42,7 +42,7 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError, NoCredentialsError
 from botocore.httpsession import ProxyConfiguration, get_cert_path
 from botocore.model import OperationModel
-from botocore.parsers import create_parser
+from botocore.parsers import ResponseParserError, create_parser
 from botocore.utils import get_environ_proxies, should_bypass_proxies
 
 from delivery_server.adapters.sigv4 import SigV4Signer
@@ -83,8 +83,8 @@ class SignedJsonClient:
         ``timeout``: for this call, instead of the session's.
 
         Raises ``ClientError`` (the same subclass the client would) for an error answer,
-        ``NoCredentialsError`` when no credentials can be found, and aiohttp's exceptions
-        for transport failures."""
+        ``ResponseParserError`` for a success answer that is not JSON, ``NoCredentialsError``
+        when no credentials can be found, and aiohttp's exceptions for transport failures."""
         route = self._routes.get(operation) or self._route(operation)
         data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
         headers = self._signer.sign(
@@ -101,7 +101,12 @@ class SignedJsonClient:
             payload = await response.read()
             if response.status >= 300:
                 raise self._client_error(route, response, payload)
-        decoded: dict[str, Any] = json.loads(payload) if payload else {}
+        try:
+            decoded: dict[str, Any] = json.loads(payload) if payload else {}
+        except ValueError:  # as botocore reports an answer it cannot read
+            raise ResponseParserError(
+                f"{operation}: HTTP {response.status} answer is not JSON"
+            ) from None
         return decoded
 
     def _route(self, operation: str) -> _Route:

@@ -59,6 +59,7 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
+from botocore.parsers import ResponseParserError
 
 from delivery_server.adapters.aws_client import AwsHttp, fixed_user_agent
 from delivery_server.adapters.aws_direct import SignedJsonClient, open_http
@@ -115,7 +116,7 @@ _TRANSIENT_CODES = frozenset(
 # Configuration errors and bugs, not bad luck: repeating the call cannot help.
 _USAGE_ERRORS = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
 # What a call can raise that we translate; anything else is a bug and propagates as is.
-_CALL_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, TimeoutError)
+_CALL_ERRORS = (ClientError, BotoCoreError, ResponseParserError, aiohttp.ClientError, TimeoutError)
 # A receipt that no longer names an in-flight message: deleted, or visible again.
 # Real SQS reports some of these as InvalidParameterValue ("Message does not exist or is
 # not available for visibility timeout change").

@@ -22,8 +22,9 @@ HTTP 5xx, ``InternalFailure``, ``ServiceUnavailable``             ``RetryableErr
 connection refused, DNS failure, connect timeout, TLS             ``ProviderUnreachable``
 handshake failure (the request surely never left)
 read timeout, connection reset or closed after the request        ``UncertainSendError``
-was written (``ReadTimeoutError``, ``ConnectionClosedError``:
-SES may have accepted the email)
+was written (``ReadTimeoutError``, ``ConnectionClosedError``),
+a success answer that cannot be read (``ResponseParserError``):
+SES may have accepted the email
 ================================================================  =======================
 
 Error messages carry the SES error code, never SES's own message text: that text can
@@ -52,6 +53,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
 
 from delivery_server.adapters.aws_client import AwsHttp, fixed_user_agent
 from delivery_server.adapters.aws_direct import SignedJsonClient, open_http
@@ -122,6 +124,17 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
+# What a SendEmail call can raise that ``translate_ses_error`` maps; anything else is a bug.
+_SEND_ERRORS = (
+    ClientError,
+    BotoCoreError,
+    ResponseParserError,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+
+
 def _translate_client_error(exc: ClientError) -> DeliveryError:
     error = exc.response.get("Error", {})
     code = error.get("Code", "") or "unknown"
@@ -162,6 +175,8 @@ def translate_ses_error(exc: Exception) -> DeliveryError:
         return UncertainSendError(f"SES connection lost after the request was sent ({name})")
     if isinstance(exc, BotoConnectionError):  # refused, DNS, TLS handshake, proxy
         return ProviderUnreachableError(f"SES connection failed ({name})")
+    if isinstance(exc, ResponseParserError):  # SES answered: it may have taken the email
+        return UncertainSendError(f"SES answered but the answer was unreadable ({name})")
     if isinstance(exc, HTTPClientError):  # read timeout, connection closed or reset
         return UncertainSendError(f"SES gave no answer after the request was sent ({name})")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -209,10 +224,14 @@ class SesSender:
             request["ConfigurationSetName"] = self._configuration_set
         try:
             response = await self._send_email(request, raw, email, checked.subject)
-        except (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except _SEND_ERRORS as exc:
             # `from None`: SES's message may quote addresses; ours carries the code.
             raise translate_ses_error(exc) from None
-        return str(response["MessageId"])
+        message_id = response.get("MessageId")
+        if not isinstance(message_id, str) or not message_id:
+            # A success answer without an id (a proxy's page, say): SES may have taken it.
+            raise UncertainSendError("SES answered without a message id")
+        return message_id
 
     async def _send_email(
         self, request: dict[str, Any], raw: bytes | None, email: OutgoingEmail, subject: str

@@ -238,6 +238,19 @@ class TestSesSender(SenderContract):
                 await sender.send(statement())
         assert len(stub.requests) == 1  # one attempt: the SDK did not retry
 
+    async def test_an_unreadable_success_answer_is_uncertain(
+        self, http: AwsHttp, aws_env: None
+    ) -> None:
+        # A 200 from SES (or a proxy in front of it) that says nothing we can read: the
+        # email may have been accepted, so it must not be resent blindly.
+        async with (
+            HttpStub(body=b"<html>OK</html>", headers={"Content-Type": "text/html"}) as stub,
+            open_ses_sender(http=http, endpoint_url=stub.endpoint) as sender,
+        ):
+            with pytest.raises(UncertainSendError):
+                await sender.send(statement())
+        assert len(stub.requests) == 1
+
     async def test_connection_dropped_after_the_request_is_uncertain(
         self, http: AwsHttp, aws_env: None
     ) -> None:

@@ -16,6 +16,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from botocore.parsers import ResponseParserError
 
 from delivery_server.adapters.sender_ses import translate_ses_error
 from delivery_server.adapters.sender_smtp import parse_smtp_url, translate_smtp_reply
@@ -119,6 +120,8 @@ def _connector_error(cause: OSError) -> aiohttp.ClientConnectorError:
         (aiohttp.ConnectionTimeoutError(), ProviderUnreachableError),
         (aiohttp.SocketTimeoutError(), UncertainSendError),
         (aiohttp.ClientOSError(104, "reset"), UncertainSendError),
+        # A 2xx answer that cannot be read: SES took the request, maybe the email.
+        (ResponseParserError("not JSON"), UncertainSendError),
     ],
 )
 def test_ses_transport_errors(exc: Exception, expected: type[DeliveryError]) -> None:
