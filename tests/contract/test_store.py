@@ -484,7 +484,7 @@ def wait_for_lock_wait(database: str, timeout: float = 20.0) -> None:
         with conn.cursor() as cur:
             while cur.execute(query, (database,)) and cur.fetchone() == (0,):
                 if time.monotonic() > deadline:
-                    pytest.fail("the claim never waited for the publisher's row lock")
+                    pytest.fail("nothing waited for a row lock")
                 time.sleep(0.01)
     finally:
         conn.close()
@@ -690,6 +690,37 @@ async def test_a_late_confirmation_reopens_a_job_finished_on_the_guess(
         (job.id, JobStatus.COMPLETED),
         (other.id, JobStatus.COMPLETED),
     ]
+
+
+async def test_a_confirmation_during_the_settle_keeps_the_job_from_failing(
+    mariadb_url: str,
+) -> None:
+    """The settler reads the counts, then finishes the job in another transaction. A late
+    confirmation committing in between (it found the job still processing, so reopened
+    nothing) must keep the job from being finished as failed on the old counts."""
+    await upgrade_schema(mariadb_url)
+    store = await SqlStore.connect(mariadb_url, pool_size=2)
+    engine = create_engine(mariadb_url, pool_size=1)
+    try:
+        job, (sent_id, late_id) = await processing_job(store, 2)
+        await queue_all(store, job.id)
+        await store.claim(sent_id, 600)
+        await store.claim(late_id, 10)
+        await store.mark_sent(sent_id, "ses-sent", utcnow())
+        assert await store.expire_leases(utcnow() + timedelta(seconds=60)) == 1
+        async with engine.connect() as confirmation:
+            late = sa.update(email_table).where(email_table.c.id == late_id)
+            await confirmation.execute(late.values(status=EmailStatus.SENT))
+            settle = asyncio.create_task(store.settle_jobs(utcnow()))
+            await asyncio.to_thread(wait_for_lock_wait, mariadb_url.rsplit("/", 1)[1])
+            await confirmation.commit()
+        assert await settle == []
+        assert (await store.job(job.id)).status is JobStatus.PROCESSING
+        finished = await store.settle_jobs(utcnow())
+        assert [(j.status, j.sent_count) for j in finished] == [(JobStatus.COMPLETED, 2)]
+    finally:
+        await engine.dispose()
+        await store.close()
 
 
 async def test_mark_retry_requeues_and_may_give_the_attempt_back(

@@ -17,6 +17,8 @@ from delivery_server.ports import PublishFn
 
 # How stale the counts of a job in flight may get (``job_summary`` counts live).
 COUNT_REFRESH = timedelta(seconds=10)
+# Emails that make a finished job ``failed``.
+DOUBTFUL = (EmailStatus.FAILED, EmailStatus.UNKNOWN)
 # Jobs whose failed emails may be restarted: a cancelled job stays cancelled.
 RESTARTABLE_JOBS = (JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.PAUSED)
 
@@ -141,14 +143,20 @@ class PublishingQueries(Queries):
         counts = await self._db.run(lambda conn: _email_counts(conn, due), write=False)
         self._counted_at.update(dict.fromkeys(due, now))
         changes = [
-            change for j, _ in jobs if j.id in counts and (change := _settle(j, counts[j.id], now))
+            (change, sum(counts[j.id].get(status, 0) for status in DOUBTFUL))
+            for j, _ in jobs
+            if j.id in counts and (change := _settle(j, counts[j.id], now))
         ]
         if not changes:
             return []
 
         async def write(conn: AsyncConnection) -> list[Job]:
             finished = []
-            for settled in changes:
+            for settled, doubtful in changes:
+                if settled.status is JobStatus.FAILED and (
+                    await _doubtful_emails(conn, settled.id) != doubtful
+                ):
+                    continue  # the next pass counts again
                 condition = [job.c.id == settled.id, job.c.status == JobStatus.PROCESSING]
                 if settled.status is not JobStatus.PROCESSING:
                     # A restart may have put emails back since the counts were read.
@@ -308,6 +316,20 @@ async def _email_counts(conn: AsyncConnection, job_ids: list[int]) -> dict[int, 
     for job_id, status, count in grouped:
         counts[job_id][status] = count
     return counts
+
+
+async def _doubtful_emails(conn: AsyncConnection, job_id: int) -> int:
+    """The job's failed and unknown emails, counted again before it is finished as
+    failed. The counts were read in an earlier transaction: a late send confirmation may
+    have turned an unknown email sent since, finding the job still processing (so not
+    reopening it). A locking read waits for such a confirmation still in progress."""
+    count = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(email)
+        .where(email.c.job_id == job_id, email.c.status.in_(DOUBTFUL))
+        .with_for_update(read=True)
+    )
+    return int(count or 0)
 
 
 def _settle(current: Job, counts: dict[str, int], now: datetime) -> Job | None:
