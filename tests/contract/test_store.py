@@ -23,6 +23,7 @@ from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
 from delivery_server.adapters.store_sql.emails import LOCK_QUEUED
 from delivery_server.adapters.store_sql.engine import create_engine
 from delivery_server.adapters.store_sql.migrate import VERSION_TABLE, alembic_config
+from delivery_server.adapters.store_sql.rows import JOB_JSON, job_from_json
 from delivery_server.adapters.store_sql.schema import email as email_table
 from delivery_server.adapters.store_sql.schema import job as job_table
 from delivery_server.adapters.store_sql.schema import metadata
@@ -266,7 +267,8 @@ async def test_add_emails_counts_them_into_the_job(store: SqlStore) -> None:
 
 
 async def test_a_claim_returns_the_email_as_registered(store: SqlStore) -> None:
-    job = await store.create_job("a", "t", "from@example.com", "reply@example.com")
+    scheduled = datetime(2020, 1, 2, 3, 4, 5, 678901)
+    job = await store.create_job('a "Zoë"', "t", "from@example.com", "reply@example.com", scheduled)
     pdf = AttachmentRef("s3://bucket/key.pdf", "statement.pdf", "application/pdf")
     variables = {"name": "Zoë 🏦", "amount": 12.5, "nested": {"a": None}}
     await store.add_emails(job.id, [NewEmail("zoë@example.com", variables, "de", (pdf,))])
@@ -280,9 +282,10 @@ async def test_a_claim_returns_the_email_as_registered(store: SqlStore) -> None:
     assert (email.to_address, email.variables, email.locale) == ("zoë@example.com", variables, "de")
     assert email.attachments == (pdf,)
     assert (email.status, email.attempts, email.job_id) == (EmailStatus.SENDING, 1, job.id)
-    assert claimed_job.id == job.id
+    assert claimed_job == await store.job(job.id)  # every column, times to the microsecond
     assert claimed_job.reply_to == "reply@example.com"
     assert claimed_job.status is JobStatus.PROCESSING
+    assert (claimed_job.name, claimed_job.scheduled_at) == ('a "Zoë"', scheduled)
 
 
 async def test_job_status_changes_only_from_the_expected_statuses(store: SqlStore) -> None:
@@ -461,7 +464,7 @@ async def test_a_claim_locks_its_emails_but_not_their_job(mariadb_url: str) -> N
         await queue_all(store, job.id)
         async with engine.begin() as claimer, engine.begin() as settler:
             locked = (await claimer.execute(LOCK_QUEUED, {"b_email_ids": ids})).mappings().all()
-            assert [(row["id"], row["job__name"]) for row in locked] == [
+            assert [(row["id"], job_from_json(row[JOB_JSON]).name) for row in locked] == [
                 (i, "statements") for i in ids
             ]
             await settler.execute(sa.text("SET SESSION innodb_lock_wait_timeout = 1"))

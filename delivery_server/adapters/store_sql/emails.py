@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from delivery_server.adapters.store_sql.base import Queries, clip_error
 from delivery_server.adapters.store_sql.batching import Batcher
 from delivery_server.adapters.store_sql.rows import (
-    EMAIL_WITH_JOB_COLUMNS,
-    JOB_PREFIX,
+    JOB_JSON,
     email_from_row,
-    job_from_row,
+    job_from_json,
+    job_json_of_email,
     template_from_row,
 )
 from delivery_server.adapters.store_sql.schema import email, job, template
@@ -48,18 +48,12 @@ _ERROR = sa.bindparam("b_error", type_=sa.Text)
 
 _EMAIL_IDS: sa.BindParameter[Any] = sa.bindparam("b_email_ids", expanding=True)
 # A batch of claims (see ``claim``): lock the queued ones and read them with their jobs,
-# then claim them. Each job column is its own scalar subquery because on MariaDB a join
-# would lock the job row too (every claim of a job would queue behind the others and
-# behind the settler); a subquery of a locking read does not lock (tested).
-_JOB_OF_EMAIL = [
-    sa.select(column)
-    .where(job.c.id == email.c.job_id)
-    .scalar_subquery()
-    .label(JOB_PREFIX + column.name)
-    for column in job.c
-]
+# then claim them. The job is a scalar subquery, not a join: on MariaDB a join would lock
+# the job row too (every claim of a job would queue behind the others and behind the
+# settler); a subquery of a locking read does not lock (tested).
+_EMAIL_WITH_JOB_JSON = [*email.c, job_json_of_email()]
 LOCK_QUEUED = (
-    sa.select(*email.c, *_JOB_OF_EMAIL)
+    sa.select(*_EMAIL_WITH_JOB_JSON)
     .where(email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.QUEUED)
     .order_by(email.c.id)
     .with_for_update()
@@ -78,10 +72,8 @@ CLAIM_MANY = (
         updated_at=_NOW,
     )
 )
-CLAIMED_ROWS = (
-    sa.select(*EMAIL_WITH_JOB_COLUMNS)
-    .select_from(email.join(job))
-    .where(email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.SENDING)
+CLAIMED_ROWS = sa.select(*_EMAIL_WITH_JOB_JSON).where(
+    email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.SENDING
 )
 CLAIM_STATES = (
     sa.select(email.c.id, email.c.status, job.c.status.label("job_status"))
@@ -327,7 +319,7 @@ async def _claim_locked(
         try:
             claimed[row["id"]] = ClaimResult(
                 ClaimOutcome.CLAIMED,
-                ClaimedEmail(email_from_row(row), job_from_row(row, JOB_PREFIX)),
+                ClaimedEmail(email_from_row(row), job_from_json(row[JOB_JSON])),
             )
         except PermanentError as exc:
             # Written malformed by an upstream system: no attempt can ever send it.
