@@ -44,6 +44,7 @@ from botocore.httpsession import ProxyConfiguration, get_cert_path
 from botocore.model import OperationModel
 from botocore.parsers import ResponseParserError, create_parser
 from botocore.utils import get_environ_proxies, should_bypass_proxies
+from yarl import URL
 
 from delivery_server.adapters.sigv4 import SigV4Signer
 
@@ -91,7 +92,7 @@ class SignedJsonClient:
             await self._frozen_credentials(), route.url, route.headers, data
         )
         async with self._http.post(
-            route.url,
+            route.address,
             data=data,
             headers=headers,
             proxy=self._proxy,
@@ -127,7 +128,8 @@ class SignedJsonClient:
             raise ValueError(f"{operation}: the {protocol} protocol is not supported here")
         if model.http.get("method") != "POST" or _has_bound_members(model):
             raise ValueError(f"{operation}: only POST with the whole input in the body")
-        route = _Route(model, self._endpoint + path, headers)
+        url = self._endpoint + path
+        route = _Route(model, url, URL(url), headers)
         self._routes[operation] = route
         return route
 
@@ -180,6 +182,7 @@ def _proxy_for(endpoint: str, configured: Mapping[str, str] | None) -> str | Non
 class _Route:
     model: OperationModel
     url: str
+    address: URL  # the url parsed once (aiohttp parses a str for every request)
     headers: dict[str, str]
 
 
