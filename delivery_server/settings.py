@@ -33,9 +33,9 @@ class Settings(BaseSettings):
     queue: Literal["sqs", "local"] = "local"
     sqs_queue_url: str | None = None
     aws_endpoint_url: str | None = None
-    # How SES and SQS calls are made: "direct" posts each hot call (SendEmail, the SQS
-    # message calls) signed by botocore without the client's per-call pipeline, about half
-    # the CPU per call (adapters/aws_direct.py); "sdk" makes every call through aiobotocore.
+    # How SES and SQS calls are made: "direct" posts SendEmail and the SQS calls SigV4-signed
+    # without the aiobotocore client's per-call pipeline, about a third of the CPU per call
+    # (adapters/aws_direct.py); "sdk" makes every call through the client.
     aws_http: Literal["direct", "sdk"] = "direct"
     sender: Literal["ses", "smtp", "outbox"] = "outbox"
     smtp_url: SecretStr | None = None
