@@ -270,8 +270,8 @@ def table(report: dict[str, Any]) -> str:
     notes = {
         "celery": lambda r: f"{r.get('pool')} pool x {r.get('concurrency')}, Redis broker, boto3",
         "eed": lambda r: (
-            f"thread per email, {r.get('poll_delay_s')} s poll delay: rate bound by the poll, "
-            "smaller slice"
+            f"thread per email, {r.get('poll_delay_s')} s poll delay: rate bound by the poll"
+            + (", smaller slice" if r["emails"] < peers.get("celery", r)["emails"] else "")
         ),
     }
     names = {"celery": "Celery", "eed": "EED model (old job manager)"}
