@@ -249,6 +249,32 @@ class FaultRig:
 
     # -- the verdict -----------------------------------------------------------------
 
+    def check_after_resending_unknown(
+        self,
+        job_id: int,
+        servers: Sequence[ServerProcess],
+        timeout: float,
+        *,
+        faults: int,
+        fault_kind: str,
+        in_flight: Iterable[str] | int | None,
+        compare_sent_counter: bool = False,
+    ) -> Outcome:
+        """The verdict of a scenario whose faults may have cut sends short: the operator
+        resends the unknown emails first (``resend_unknown``), then the servers' metrics
+        are read and the job is checked."""
+        unknown = self.resend_unknown(job_id, timeout)
+        return self.check(
+            job_id,
+            faults=faults,
+            fault_kind=fault_kind,
+            unknown_seen=unknown,
+            resent_unknown=unknown,
+            in_flight=in_flight,
+            metrics=self.settled_metrics(servers, job_id),
+            compare_sent_counter=compare_sent_counter,
+        )
+
     def check(
         self,
         job_id: int,

@@ -71,15 +71,13 @@ def test_kill9_servers_every_few_seconds(rig: FaultRig) -> None:
         # server than the interval, and two servers that never get going send nothing.
         servers[victim] = rig.start(env)
     rig.wait_settled(job, SETTLE)
-    unknown = rig.resend_unknown(job, SETTLE)
-    outcome = rig.check(
+    outcome = rig.check_after_resending_unknown(
         job,
+        [s for s in servers if s.alive()],
+        SETTLE,
         faults=kills,
         fault_kind="kill -9",
-        unknown_seen=unknown,
-        resent_unknown=unknown,
         in_flight=in_flight,
-        metrics=rig.settled_metrics([s for s in servers if s.alive()], job),
     )
     assert kills >= 2
     outcome.assert_clean()
@@ -111,15 +109,13 @@ def test_ses_slower_than_visibility_timeout(rig: FaultRig) -> None:
         if send.finished is None or send.finished - send.started > send_timeout - 0.5
         for rcpt in send.recipients
     }
-    unknown = rig.resend_unknown(job, SETTLE)
-    outcome = rig.check(
+    outcome = rig.check_after_resending_unknown(
         job,
+        servers,
+        SETTLE,
         faults=EMAILS,
         fault_kind="SES send 3 s > 2 s visibility",
-        unknown_seen=unknown,
-        resent_unknown=unknown,
         in_flight=gave_up,
-        metrics=rig.settled_metrics(servers, job),
         compare_sent_counter=True,
     )
     outcome.assert_clean()
@@ -138,7 +134,7 @@ def test_ses_responses_dropped(rig: FaultRig) -> None:
     assert rig.wait_settled(job, SETTLE) == "failed"
     dropped = set(rig.proxy.dropped)
     assert dropped, "no answer was dropped: the scenario injected nothing"
-    unknown = rig.resend_unknown(job, SETTLE)
+    unknown = rig.resend_unknown(job, SETTLE)  # by hand: the addresses are asserted below
     outcome = rig.check(
         job,
         faults=len(dropped),
@@ -174,15 +170,13 @@ def test_database_connections_cut(rig: FaultRig) -> None:
     in_flight = rig.addresses(job, "sending")
     wait_for(lambda: not tcp.blocked(), timeout=cut_seconds + 5, what="the end of the cut")
     rig.wait_settled(job, SETTLE + cut_seconds * 3)
-    unknown = rig.resend_unknown(job, SETTLE)
-    outcome = rig.check(
+    outcome = rig.check_after_resending_unknown(
         job,
+        servers,
+        SETTLE,
         faults=1,
         fault_kind=f"database cut {cut_seconds:g} s ({cut.dropped} connections)",
-        unknown_seen=unknown,
-        resent_unknown=unknown,
         in_flight=in_flight,
-        metrics=rig.settled_metrics(servers, job),
     )
     outcome.assert_clean()
 
@@ -207,15 +201,13 @@ def test_claim_commit_answer_lost(rig: FaultRig) -> None:
         for send in rig.proxy.ses_in_flight(moment)
         for rcpt in send.recipients
     }
-    unknown = rig.resend_unknown(job, SETTLE)
-    outcome = rig.check(
+    outcome = rig.check_after_resending_unknown(
         job,
+        [server],
+        SETTLE,
         faults=len(faults),
         fault_kind="claim committed, its answer lost",
-        unknown_seen=unknown,
-        resent_unknown=unknown,
         in_flight=in_flight,
-        metrics=rig.settled_metrics([server], job),
     )
     outcome.assert_clean()
 
@@ -369,15 +361,13 @@ def test_sigterm_grace_shorter_than_sends(rig: FaultRig) -> None:
     rig.proxy.send_delay = 0.2  # the fault is over: finish the job quickly
     server = rig.start(env)
     rig.wait_settled(job, SETTLE)
-    unknown = rig.resend_unknown(job, SETTLE)
-    outcome = rig.check(
+    outcome = rig.check_after_resending_unknown(
         job,
+        [server],
+        SETTLE,
         faults=1,
         fault_kind="SIGTERM, grace 0.5 s < 2 s sends",
-        unknown_seen=unknown,
-        resent_unknown=unknown,
         in_flight=in_flight,
-        metrics=rig.settled_metrics([server], job),
     )
     outcome.assert_clean()
 
