@@ -30,7 +30,7 @@ from aiobotocore.session import AioSession, get_session
 from bench.stand_in import SimulatorProcess
 
 if TYPE_CHECKING:
-    from delivery_server.adapters.aws_direct import SignedJsonClient
+    from delivery_server.adapters.aws.direct import SignedJsonClient
 
 WARMUP_CALLS = 100  # connection pool and botocore's per-operation caches, not measured
 
@@ -123,8 +123,8 @@ async def measure(
 async def _direct_client(
     stack: contextlib.AsyncExitStack, session: AioSession, ses: Any, concurrency: int
 ) -> SignedJsonClient:
-    from delivery_server.adapters.aws_client import fixed_user_agent
-    from delivery_server.adapters.aws_direct import SignedJsonClient, open_http
+    from delivery_server.adapters.aws.direct import SignedJsonClient, open_http
+    from delivery_server.adapters.aws.session import fixed_user_agent
 
     credentials = AioCredentials("bench", "bench")
     timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=30)

@@ -1,4 +1,4 @@
-"""Run the AWS stand-in (``delivery_server.simulator``) as a child process for a benchmark.
+"""Run the AWS stand-in (``stand_in``) as a child process for a benchmark.
 
 A separate process, not the benchmark's own loop: the stand-in must not share a core's
 time (or its CPU accounting) with what is being measured.
@@ -35,7 +35,7 @@ class SimulatorProcess:
         env = dict(os.environ)
         # The repository may not be pip-installed: let the child import it from here.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "delivery_server.simulator", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "stand_in", "--host", "127.0.0.1"]
         command += ["--port", "0", "--ses-latency", str(self.ses_latency), *self.extra_args]
         self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         self.endpoint_url = self._read_endpoint()

@@ -13,7 +13,8 @@ from delivery_server.acks import DeleteBatcher
 from delivery_server.consumer import Consumer
 from delivery_server.errors import ConfigError
 from delivery_server.fleet import FleetRate
-from delivery_server.health import Heartbeats, HttpServer
+from delivery_server.heartbeats import Heartbeats
+from delivery_server.http.health import HttpServer
 from delivery_server.lifecycle import stop_on_signals
 from delivery_server.loops import wait_or_stop
 from delivery_server.metrics import Metrics
@@ -61,7 +62,7 @@ async def open_queue(settings: Settings, *, max_connections: int) -> AsyncIterat
 
         yield LocalQueue()
         return
-    from delivery_server.adapters.queue_sqs import open_sqs_queue
+    from delivery_server.adapters.aws.sqs import open_sqs_queue
 
     assert settings.sqs_queue_url is not None  # checked by Settings
     async with open_sqs_queue(
@@ -76,7 +77,7 @@ async def open_queue(settings: Settings, *, max_connections: int) -> AsyncIterat
 @contextlib.asynccontextmanager
 async def open_sender(settings: Settings) -> AsyncIterator[Sender]:
     if settings.sender == "ses":
-        from delivery_server.adapters.sender_ses import open_ses_sender
+        from delivery_server.adapters.aws.ses import open_ses_sender
 
         # One pooled connection per in-flight send, on a client of its own, so that the
         # queue's 20-second long polls can never take the connections sends need.
@@ -109,11 +110,8 @@ async def open_sender(settings: Settings) -> AsyncIterator[Sender]:
 
 @contextlib.asynccontextmanager
 async def open_attachments(settings: Settings) -> AsyncIterator[AttachmentLoader]:
-    from delivery_server.adapters.attachments import (
-        AttachmentRouter,
-        FileAttachmentLoader,
-        open_s3_loader,
-    )
+    from delivery_server.adapters.attachments import AttachmentRouter, FileAttachmentLoader
+    from delivery_server.adapters.aws.s3 import open_s3_loader
 
     files = FileAttachmentLoader(settings.attachments_dir)
     if not settings.s3_buckets:

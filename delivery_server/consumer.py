@@ -13,7 +13,7 @@ import asyncio
 
 import structlog
 
-from delivery_server.health import Heartbeats
+from delivery_server.heartbeats import Heartbeats
 from delivery_server.loops import Backoff, wait_or_stop
 from delivery_server.models import Delivery
 from delivery_server.pipeline import Pipeline

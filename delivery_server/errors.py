@@ -66,3 +66,7 @@ class AccountPausedError(DeliveryError):
 
 class UncertainSendError(DeliveryError):
     """The provider may have accepted the email but we could not confirm it."""
+
+
+class UsageError(DeliveryError):
+    """A command was called with arguments that cannot work together (exit code 2)."""

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import structlog
 
-from delivery_server.health import Heartbeats
+from delivery_server.heartbeats import Heartbeats
 from delivery_server.loops import wait_or_stop
 from delivery_server.models import utcnow
 from delivery_server.ports import FleetStore

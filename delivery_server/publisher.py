@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from delivery_server.health import Heartbeats
+from delivery_server.heartbeats import Heartbeats
 from delivery_server.loops import Backoff, wait_or_stop
 from delivery_server.metrics import Metrics
 from delivery_server.models import QueueMessage, utcnow

@@ -27,7 +27,7 @@ from datetime import timedelta
 import structlog
 
 from delivery_server.errors import DeliveryError
-from delivery_server.health import Heartbeats
+from delivery_server.heartbeats import Heartbeats
 from delivery_server.loops import Backoff, wait_or_stop
 from delivery_server.metrics import Metrics
 from delivery_server.models import utcnow

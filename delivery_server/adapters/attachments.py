@@ -1,4 +1,6 @@
-"""Attachment loaders: ``file:`` paths inside one directory, ``s3://`` keys in allowed buckets.
+"""Attachment loaders: ``file:`` paths inside one directory, and the router by URI scheme.
+
+The ``s3://`` loader (allowed buckets only) is AWS code and lives in ``adapters.aws.s3``.
 
 Attachment URIs come from upstream data, so they are treated as hostile: a ``file:`` path
 may not be absolute, may not climb out with ``..``, and may not be a symlink that leads
@@ -11,30 +13,17 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
-
-import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
 
 from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.mime import MAX_SES_MESSAGE_BYTES
 from delivery_server.models import Attachment, AttachmentRef
 from delivery_server.ports import AttachmentLoader
 
-if TYPE_CHECKING:
-    from types_aiobotocore_s3.client import S3Client
-
 # Nothing larger can go out through SES anyway (base64 makes it bigger still).
 MAX_ATTACHMENT_BYTES = MAX_SES_MESSAGE_BYTES
 FILE_SCHEME = "file:"
 S3_SCHEME = "s3://"
-_S3_MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
-_S3_REFUSED = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidObjectState"})
 
 
 class FileAttachmentLoader:
@@ -112,67 +101,6 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not bucket or not key:
         raise PermanentError("s3 attachment uri needs a bucket and a key")
     return bucket, key
-
-
-class S3AttachmentLoader:
-    """Loads ``s3://bucket/key`` attachments from the allowed buckets only."""
-
-    def __init__(
-        self, client: S3Client, buckets: frozenset[str], *, max_bytes: int = MAX_ATTACHMENT_BYTES
-    ) -> None:
-        self._client = client
-        self._buckets = buckets
-        self._max_bytes = max_bytes
-
-    async def load(self, ref: AttachmentRef) -> Attachment:
-        """Download the object; missing or refused is a PermanentError, outages retry."""
-        bucket, key = parse_s3_uri(ref.uri)
-        if bucket not in self._buckets:
-            raise PermanentError("s3 attachment bucket is not allowed")
-        try:
-            response = await self._client.get_object(Bucket=bucket, Key=key)
-            async with response["Body"] as stream:
-                if response.get("ContentLength", 0) > self._max_bytes:
-                    raise PermanentError(f"s3 attachment too large (limit {self._max_bytes} bytes)")
-                data = await stream.read()
-        except ClientError as exc:
-            raise _translate_s3_error(exc) from None
-        except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise RetryableError(f"s3 attachment download failed ({type(exc).__name__})") from None
-        return Attachment(filename=ref.filename, content_type=ref.content_type, data=data)
-
-
-def _translate_s3_error(exc: ClientError) -> PermanentError | RetryableError:
-    code = exc.response.get("Error", {}).get("Code", "") or "unknown"
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if code in _S3_MISSING:
-        return PermanentError(f"s3 attachment not found ({code})")
-    if code in _S3_REFUSED:
-        return PermanentError(f"s3 attachment access refused ({code})")
-    if status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout"):
-        return RetryableError(f"s3 attachment download failed ({code})")
-    return PermanentError(f"s3 attachment refused ({code}, HTTP {status})")
-
-
-@asynccontextmanager
-async def open_s3_loader(
-    buckets: frozenset[str],
-    *,
-    endpoint_url: str | None = None,
-    max_connections: int = 20,
-    region_name: str | None = None,
-    max_bytes: int = MAX_ATTACHMENT_BYTES,
-) -> AsyncIterator[S3AttachmentLoader]:
-    """Open an S3 client for attachments (credentials and region from the AWS settings)."""
-    # Reads are idempotent, so unlike sends they may use the SDK's own retries.
-    config = AioConfig(
-        retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=max_connections
-    )
-    session = get_session()
-    async with session.create_client(
-        "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
-    ) as client:
-        yield S3AttachmentLoader(client, buckets, max_bytes=max_bytes)
 
 
 class AttachmentRouter:

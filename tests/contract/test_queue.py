@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiobotocore.session import get_session
 
-from delivery_server.adapters.aws_client import AwsHttp
+from delivery_server.adapters.aws.session import AwsHttp
+from delivery_server.adapters.aws.sqs import SqsQueue, open_sqs_queue
 from delivery_server.adapters.queue_local import LocalQueue
-from delivery_server.adapters.queue_sqs import SqsQueue, open_sqs_queue
 from delivery_server.errors import PermanentError
 from delivery_server.models import Delivery, QueueMessage
 from delivery_server.ports import Queue

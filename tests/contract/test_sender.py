@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from delivery_server import __version__
-from delivery_server.adapters.aws_client import AwsHttp
+from delivery_server.adapters.aws.ses import open_ses_sender
+from delivery_server.adapters.aws.session import AwsHttp
 from delivery_server.adapters.sender_outbox import OutboxSender
-from delivery_server.adapters.sender_ses import open_ses_sender
 from delivery_server.adapters.sender_smtp import SmtpSender
 from delivery_server.errors import (
     AccountPausedError,

@@ -19,7 +19,7 @@ import aiohttp
 import boto3
 
 from delivery_server.app import open_store, serve, upgrade_database
-from delivery_server.health import HttpServer
+from delivery_server.http.health import HttpServer
 from delivery_server.models import Job, JobStatus, NewEmail, Template
 from delivery_server.ports import Store
 from delivery_server.settings import Settings, load_settings

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from delivery_server.demo import MARKER, DemoDirectoryError, prepare_directory
+from delivery_server.cli.demo import MARKER, DemoDirectoryError, prepare_directory
 
 REPO = Path(__file__).resolve().parents[2]
 SUBJECT_START = {

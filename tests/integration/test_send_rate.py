@@ -9,7 +9,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from delivery_server.models import JobStatus
-from delivery_server.simulator import Simulator
+from stand_in import Simulator
 from tests.conftest import AWS_REGION
 from tests.integration.harness import (
     aws_settings,

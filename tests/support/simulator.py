@@ -1,4 +1,4 @@
-"""Fixtures running the AWS stand-in (``delivery_server.simulator``) in the test's loop.
+"""Fixtures running the AWS stand-in (``stand_in``) in the test's loop.
 
 Use from a test module (or a conftest) with ``from tests.support.simulator import
 simulator, sim_queue  # noqa: F401``; the queue contract suite needs only ``"sim_queue"``
@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiobotocore.session import get_session
 
-from delivery_server.adapters.queue_sqs import SqsQueue, open_sqs_queue
-from delivery_server.simulator import Simulator, start_simulator
+from delivery_server.adapters.aws.sqs import SqsQueue, open_sqs_queue
+from stand_in import Simulator, start_simulator
 from tests.conftest import AWS_REGION
 
 

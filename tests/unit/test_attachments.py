@@ -9,11 +9,8 @@ from pathlib import Path
 import boto3  # type: ignore[import-untyped]
 import pytest
 
-from delivery_server.adapters.attachments import (
-    AttachmentRouter,
-    FileAttachmentLoader,
-    open_s3_loader,
-)
+from delivery_server.adapters.attachments import AttachmentRouter, FileAttachmentLoader
+from delivery_server.adapters.aws.s3 import open_s3_loader
 from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.models import Attachment, AttachmentRef
 from tests.support.smtp_sink import free_port

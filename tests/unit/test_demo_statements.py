@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from delivery_server.demo_statements import (
+from delivery_server.examples.statements import (
     customer,
     money,
     recipient_record,

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from delivery_server.health import Heartbeats
+from delivery_server.heartbeats import Heartbeats
 from delivery_server.metrics import Metrics
 from delivery_server.models import Job, JobStatus, QueueMessage
 from delivery_server.ports import PublishFn

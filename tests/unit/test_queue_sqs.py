@@ -15,7 +15,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from delivery_server.adapters.queue_sqs import SqsQueue, translate_sqs_error
+from delivery_server.adapters.aws.sqs import SqsQueue, translate_sqs_error
 from delivery_server.errors import PermanentError, RetryableError, ThrottledError
 from delivery_server.models import QueueMessage
 
@@ -187,7 +187,7 @@ class FakeDirect:
 
 def direct_queue(direct: FakeDirect, monkeypatch: pytest.MonkeyPatch) -> SqsQueue:
     # No backoff in tests: random() scales the delay, so 0 means no wait at all.
-    monkeypatch.setattr("delivery_server.adapters.queue_sqs.random.random", lambda: 0.0)
+    monkeypatch.setattr("delivery_server.adapters.aws.sqs.random.random", lambda: 0.0)
     client: Any = FakeSqs()  # would fail the test if the client were called
     fake: Any = direct
     return SqsQueue(client, URL, max_concurrent_batches=2, direct=fake)

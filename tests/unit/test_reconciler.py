@@ -19,7 +19,7 @@ from delivery_server.adapters.queue_local import LocalQueue
 from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
 from delivery_server.adapters.store_sql.schema import email as email_table
 from delivery_server.errors import RetryableError
-from delivery_server.health import Heartbeats
+from delivery_server.heartbeats import Heartbeats
 from delivery_server.metrics import Metrics
 from delivery_server.models import Job, JobStatus, NewEmail, QueueMessage, utcnow
 from delivery_server.reconciler import Reconciler, surely_lost

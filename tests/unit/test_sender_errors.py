@@ -18,7 +18,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from delivery_server.adapters.sender_ses import translate_ses_error
+from delivery_server.adapters.aws.ses import translate_ses_error
 from delivery_server.adapters.sender_smtp import parse_smtp_url, translate_smtp_reply
 from delivery_server.errors import (
     AccountPausedError,
@@ -181,7 +181,7 @@ def test_raw_content_json_is_the_json_of_the_request_with_the_data_in_base64() -
     import base64
     import json
 
-    from delivery_server.adapters.sender_ses import raw_content_json
+    from delivery_server.adapters.aws.ses import raw_content_json
 
     request = {
         "FromEmailAddress": 'Bänk "Statements" <statements@bank.example.com>',

@@ -9,7 +9,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from delivery_server.adapters.sigv4 import SigV4Signer
+from delivery_server.adapters.aws.sigv4 import SigV4Signer
 
 pytestmark = pytest.mark.timeout(10)
 

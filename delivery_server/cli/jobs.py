@@ -12,16 +12,15 @@ from typing import Any
 
 from rich.console import Console
 
-from delivery_server import cli_output
-from delivery_server.cli import (
+import delivery_server.cli.output as cli_output
+from delivery_server.cli._common import (
     EXIT_OK,
-    UsageError,
     admin_logging,
     fail,
     positive_int,
     settings_for,
 )
-from delivery_server.errors import DeliveryError, NotFoundError, PermanentError
+from delivery_server.errors import DeliveryError, NotFoundError, PermanentError, UsageError
 from delivery_server.job_import import (
     ImportAbortedError,
     ImportRefusedError,
@@ -238,7 +237,7 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    from delivery_server.cli_progress import follow_job
+    from delivery_server.cli.progress import follow_job
 
     console = Console()
     async with _store(args) as store:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from delivery_server.simulator.sqs_queue import (
+from stand_in.sqs_queue import (
     MAX_RECEIVE_BATCH,
     MAX_VISIBILITY_TIMEOUT,
     MAX_WAIT_SECONDS,

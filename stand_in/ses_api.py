@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from delivery_server.simulator.faults import SES_ERRORS, FaultPlan
+from stand_in.faults import SES_ERRORS, FaultPlan
 
 Payload = dict[str, Any]
 _HEADERS_ONLY = BytesHeaderParser()

@@ -46,7 +46,7 @@ from botocore.parsers import ResponseParserError, create_parser
 from botocore.utils import get_environ_proxies, should_bypass_proxies
 from yarl import URL
 
-from delivery_server.adapters.sigv4 import SigV4Signer
+from delivery_server.adapters.aws.sigv4 import SigV4Signer
 
 
 class SignedJsonClient:

@@ -1,4 +1,4 @@
-"""Liveness from heartbeats, readiness from the backends, and the HTTP endpoints (§8).
+"""The health and metrics listener (§8): liveness from heartbeats, readiness from the backends.
 
 Only ``/metrics``, ``/healthz`` and ``/readyz`` are served; everything else is 404.
 """
@@ -6,43 +6,18 @@ Only ``/metrics``, ``/healthz`` and ``/readyz`` are served; everything else is 4
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from delivery_server.heartbeats import Heartbeats
 from delivery_server.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[object]]
-
-
-class Heartbeats:
-    """Each long-running loop beats after every iteration; a loop that stops beating for
-    longer than its allowance makes the process unhealthy (ECS then replaces the task)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-        self._allowance: dict[str, float] = {}
-
-    def register(self, loop_name: str, allowance: float) -> None:
-        self._allowance[loop_name] = allowance
-        self._last[loop_name] = time.monotonic()
-
-    def beat(self, loop_name: str) -> None:
-        self._last[loop_name] = time.monotonic()
-
-    def unregister(self, loop_name: str) -> None:
-        self._allowance.pop(loop_name, None)
-        self._last.pop(loop_name, None)
-
-    def stale(self) -> list[str]:
-        """Names of loops that missed their allowance."""
-        now = time.monotonic()
-        return [n for n, a in self._allowance.items() if now - self._last[n] > a]
 
 
 class HttpServer:

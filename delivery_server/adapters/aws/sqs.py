@@ -61,8 +61,8 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from delivery_server.adapters.aws_client import AwsHttp, fixed_user_agent
-from delivery_server.adapters.aws_direct import SignedJsonClient, open_http
+from delivery_server.adapters.aws.direct import SignedJsonClient, open_http
+from delivery_server.adapters.aws.session import AwsHttp, fixed_user_agent
 from delivery_server.errors import DeliveryError, PermanentError, RetryableError, ThrottledError
 from delivery_server.models import Delivery, QueueMessage
 

@@ -9,6 +9,7 @@ as in production; only the adapters differ.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import multiprocessing
 import os
@@ -17,14 +18,20 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from delivery_server.cli_output import format_duration
-from delivery_server.cli_progress import follow_job
-from delivery_server.demo_statements import write_recipients, write_statements
+from delivery_server.cli._common import positive_int
+from delivery_server.cli.output import format_duration
+from delivery_server.cli.progress import follow_job
 from delivery_server.errors import DeliveryError
+from delivery_server.examples.statements import (
+    require_pdf_writer,
+    write_recipients,
+    write_statements,
+)
 from delivery_server.job_import import JobRequest, create_job_from_file
 from delivery_server.models import EmailStatus
 from delivery_server.settings import Settings, load_settings
@@ -40,11 +47,40 @@ class DemoDirectoryError(DeliveryError):
     """The output directory holds files the demo did not write."""
 
 
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``demo`` to the command tree."""
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="send N bank statements end to end, fully embedded (SQLite, outbox)",
+    )
+    demo.add_argument(
+        "--emails",
+        type=positive_int(1_000_000),
+        default=1000,
+        metavar="N",
+        help="how many customers (default: 1000)",
+    )
+    demo.add_argument(
+        "--output",
+        type=Path,
+        default=Path("demo-output"),
+        metavar="DIR",
+        help="where the database, PDFs and .eml files go (default: demo-output)",
+    )
+    demo.set_defaults(handler=_demo)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    return await run_demo(getattr(args, "config", None), emails=args.emails, output=args.output)
+
+
 async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
     """Run the demo; exit code 0 only when every email was sent."""
     from delivery_server.app import open_store, serve, upgrade_database
     from delivery_server.logging import configure_logging
 
+    require_pdf_writer()
     console = Console()
     output = await asyncio.to_thread(prepare_directory, output)
     settings = demo_settings(config, output)

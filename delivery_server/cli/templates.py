@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from delivery_server.cli import EXIT_OK, admin_logging, settings_for
-from delivery_server.cli_output import print_json
+from delivery_server.cli._common import EXIT_OK, admin_logging, settings_for
+from delivery_server.cli.output import print_json
 from delivery_server.errors import NotFoundError
 from delivery_server.models import Template
 from delivery_server.ports import Store

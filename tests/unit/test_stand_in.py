@@ -24,8 +24,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from delivery_server.simulator import FaultPlan, FaultRule, Simulator
-from delivery_server.simulator.sqs_queue import SimQueue
+from stand_in import FaultPlan, FaultRule, Simulator
+from stand_in.sqs_queue import SimQueue
 from tests.conftest import AWS_REGION
 from tests.support.simulator import simulator  # noqa: F401 - fixture
 
@@ -404,7 +404,7 @@ async def test_bad_simple_content_is_a_bad_request(ses: Any) -> None:
 
 def test_command_line_serves_until_terminated() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "delivery_server.simulator", "--port", "0", "--fault", "reject"],
+        [sys.executable, "-m", "stand_in", "--port", "0", "--fault", "reject"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
@@ -423,7 +423,7 @@ def test_command_line_serves_until_terminated() -> None:
 
 def test_bad_fault_flag_exits_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "delivery_server.simulator", "--fault", "nonsense"],
+        [sys.executable, "-m", "stand_in", "--fault", "nonsense"],
         capture_output=True,
         cwd=REPO,
         text=True,

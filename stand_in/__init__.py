@@ -8,13 +8,13 @@ configurable latency and injected errors. Run it in-process::
     ...  # point aiobotocore/boto3 at sim.endpoint_url; read sim.sent.count
     await sim.close()
 
-or as a process: ``python -m delivery_server.simulator --port 4566``. It never listens
+or as a process: ``python -m stand_in --port 4566``. It never listens
 beyond what it is told, and accepts any credentials.
 """
 
-from delivery_server.simulator.faults import FaultPlan, FaultRule, FaultSpecError
-from delivery_server.simulator.server import Simulator, start_simulator
-from delivery_server.simulator.ses_api import SentEmail, SentLog
+from stand_in.faults import FaultPlan, FaultRule, FaultSpecError
+from stand_in.server import Simulator, start_simulator
+from stand_in.ses_api import SentEmail, SentLog
 
 __all__ = [
     "FaultPlan",

@@ -20,10 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from delivery_server.simulator.faults import FaultPlan, FaultSpecError
-from delivery_server.simulator.ses_api import SentLog, SesApi
-from delivery_server.simulator.sqs_api import SqsApi
-from delivery_server.simulator.sqs_queue import SimQueue
+from stand_in.faults import FaultPlan, FaultSpecError
+from stand_in.ses_api import SentLog, SesApi
+from stand_in.sqs_api import SqsApi
+from stand_in.sqs_queue import SimQueue
 
 
 class Simulator:

@@ -1,4 +1,4 @@
-"""``python -m delivery_server.simulator``: run the SQS + SES v2 stand-in until signalled.
+"""``python -m stand_in``: run the SQS + SES v2 stand-in until signalled.
 
 Prints one line ``simulator listening on http://HOST:PORT`` once it accepts connections,
 so a parent process started with ``--port 0`` can read the port it got.
@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from delivery_server.simulator.faults import FaultPlan, FaultRule, FaultSpecError
-from delivery_server.simulator.server import start_simulator
+from stand_in.faults import FaultPlan, FaultRule, FaultSpecError
+from stand_in.server import start_simulator
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m delivery_server.simulator",
+        prog="python -m stand_in",
         description="Fast local stand-in for SQS (JSON protocol) and SES v2.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -7,12 +7,15 @@ recipients file written by the parent agrees with every PDF.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from delivery_server.errors import DeliveryError
 
 PERIOD = "2024"
 CURRENCY = "EUR"
@@ -136,6 +139,16 @@ def write_statements(directory: str, start: int, stop: int) -> int:
     for number in range(start, stop):
         write_statement(customer(number), Path(directory) / f"{number}.pdf")
     return stop - start
+
+
+def require_pdf_writer() -> None:
+    """Fail before any work when fpdf2 (the ``demo`` extra) is not installed."""
+    # Only looked up here: the PDFs are written in worker processes, which import it.
+    if importlib.util.find_spec("fpdf") is None:
+        raise DeliveryError(
+            "the demo writes PDF statements with fpdf2, which is not installed: "
+            "pip install 'delivery-server[demo]'"
+        )
 
 
 def write_statement(person: Customer, path: Path) -> None:
