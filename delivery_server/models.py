@@ -223,3 +223,53 @@ class JobSummary:
     job: Job
     counts: dict[EmailStatus, int]
     last_errors: list[tuple[int, str]]
+
+
+class DeliveryStatus(StrEnum):
+    """What the recipient's side reported after the send (DESIGN §3); apart from ``status``."""
+
+    DELAYED = "delayed"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class SuppressionReason(StrEnum):
+    """Why an address must not be mailed again (DESIGN §3)."""
+
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingEvent:
+    """One SES event (``Send``, ``Delivery``, ``Bounce``, ...), unwrapped from its envelope.
+
+    ``recipients`` are the addresses SES names (for suppression only: personal data, never
+    logged, not part of ``detail``). ``detail`` is what is stored as the event's JSON: the
+    type-specific facts (bounce type and sub-type, SMTP diagnostic, complaint feedback
+    type, delay type, link host), no recipient data beyond what SES sent.
+    """
+
+    event_type: str
+    provider_message_id: str
+    occurred_at: datetime  # naive UTC, as utcnow()
+    email_id: int | None = None
+    job_id: int | None = None
+    recipients: tuple[str, ...] = ()
+    bounce_type: str | None = None  # Permanent | Transient | Undetermined (Bounce only)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """One entry of the suppression list."""
+
+    address: str  # normalised (see suppression.normalise_address)
+    reason: SuppressionReason
+    created_at: datetime | None = None
+    expires_at: datetime | None = None  # None: forever
+    note: str | None = None
