@@ -70,3 +70,15 @@ class UncertainSendError(DeliveryError):
 
 class UsageError(DeliveryError):
     """A command was called with arguments that cannot work together (exit code 2)."""
+
+
+class MalformedEventError(PermanentError):
+    """An SES event message that cannot be read (not JSON, too large, no ``mail.messageId``).
+
+    Redelivering it cannot help; the message names what was wrong and never repeats the
+    payload (it carries recipient addresses).
+    """
+
+
+class InvalidTokenError(DeliveryError):
+    """An unsubscribe token that is malformed or was not signed with our secret."""
