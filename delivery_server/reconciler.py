@@ -5,8 +5,8 @@
 * ``queued`` untouched for ``requeue_after``: its message may be lost (queue purged,
   dead-lettered) → published again, oldest first. A duplicate message is harmless (claims
   are conditional), but a big job's emails wait in the queue far longer than
-  ``requeue_after`` (500,000 emails drain in ~27 minutes: 169,423 of them were once
-  republished for nothing), so age alone does not make a message lost.
+  ``requeue_after`` (the 500,000-email benchmark once republished a large part of its job
+  for nothing: docs/benchmarks.md), so age alone does not make a message lost.
 
   How many: each message the queue holds (visible, in flight or delayed) carries at most
   one queued email, so at least ``queued emails - queue depth`` of them have no message;

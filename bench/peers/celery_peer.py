@@ -7,24 +7,14 @@ Workers (child processes of this one) load the row, render, send, record the sta
 driver waits for the job's emails to settle (one COUNT query every 0.25 s) and settles it.
 
 Tuning, and why. Each send waits ~20 ms on the network, so a worker must keep many sends
-in flight; measured on this 2-core machine (2,000-4,000 emails, 20 ms SES latency, emails
-per CPU-second of driver + workers, a noisy shared box so +/-10 %):
-
-    pool                                emails/CPU-s    emails/s    peak RSS
-    threads, concurrency 32, 1 worker   180-220         160-220     240 MB
-    threads, concurrency 64, 1 worker   185             165         240 MB
-    threads, concurrency 16, 2 workers  175-180         150-215     360 MB
-    threads, concurrency 8, 2 workers   180             175         320 MB
-    prefork, concurrency 2/4/6/8        130/145/165/150 60-120      330-800 MB
-    solo, 8 worker processes            135             85          820 MB
-
-So the default is ``--pool threads --concurrency 32`` in one worker process: the most
-emails per CPU-second and the least memory. Prefork pays an interpreter, a boto3 client and
-a connection per process plus pipe traffic between the pool and its parent; threads keep
-32 sends in flight in one process, and the GIL costs little while sends mostly wait.
-(gevent/eventlet pools are not installed here.) Also tuned: no result backend, rate
-limits off, log level WARNING (Celery logs every task at INFO), no gossip/mingle/heartbeat,
-client and connection opened before the first task.
+in flight. Of the pools and concurrencies tried (docs/benchmarks.md, "Figures behind
+choices in the code", has the table), ``--pool threads --concurrency 32`` in one worker
+process gave the most emails per CPU-second and the least memory: it is the default.
+Prefork pays an interpreter, a boto3 client and a connection per process plus pipe traffic
+between the pool and its parent; threads keep 32 sends in flight in one process, and the
+GIL costs little while sends mostly wait. (gevent/eventlet pools are not installed here.)
+Also tuned: no result backend, rate limits off, log level WARNING (Celery logs every task
+at INFO), no gossip/mingle/heartbeat, client and connection opened before the first task.
 
     python -m bench.peers.celery_peer --emails 2000 [--pool threads] [--concurrency 32]
 

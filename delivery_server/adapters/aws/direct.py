@@ -1,11 +1,12 @@
 """The hot AWS calls without the SDK's per-call pipeline.
 
 Our server makes one ``SendEmail`` call per email and a few SQS calls per ten. Through an
-aiobotocore client each one walks the whole per-call pipeline: ~15 events emitted,
-parameter validation, the model-driven serializer, endpoint-ruleset resolution, auth-scheme
-selection, the signer chosen by events, a conversion into an aiohttp request, the
-model-driven parser. Measured against the AWS stand-in (``python -m bench.floor``) that is
-about three quarters of the CPU of the call; the rest is signing and HTTP.
+aiobotocore client each one walks the whole per-call pipeline: events emitted at each
+step, parameter validation, the model-driven serializer, endpoint-ruleset resolution,
+auth-scheme selection, the signer chosen by events, a conversion into an aiohttp request,
+the model-driven parser. Profiled against the AWS stand-in (``python -m bench.floor``),
+that walk costs more CPU than signing and HTTP together (docs/benchmarks.md has the
+figures).
 
 ``SignedJsonClient`` keeps the parts that carry AWS knowledge and drops the walk:
 
@@ -169,8 +170,8 @@ def open_http(
 def _proxy_for(endpoint: str, configured: Mapping[str, str] | None) -> str | None:
     """The proxy botocore would use for ``endpoint``: the client's ``proxies`` setting, else
     ``HTTPS_PROXY``/``NO_PROXY`` from the environment. Decided once, as botocore does when
-    it creates the endpoint (aiohttp's ``trust_env`` would decide it again in a thread for
-    every request: two thread hand-offs per call, measured)."""
+    it creates the endpoint (aiohttp's ``trust_env`` would decide it again, in a thread,
+    for every request: thread hand-offs on every call; docs/benchmarks.md)."""
     proxies = configured or (
         {} if should_bypass_proxies(endpoint) else get_environ_proxies(endpoint)
     )

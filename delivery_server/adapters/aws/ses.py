@@ -275,9 +275,9 @@ class SesSender:
 def raw_content_json(request: Mapping[str, Any], raw: bytes) -> bytes:
     """The SendEmail JSON body of ``request`` with ``Content.Raw.Data`` = base64 of ``raw``.
 
-    The base64 text is spliced in as bytes: it needs no JSON escaping, and passing ~180 KB
-    of it through ``json.dumps`` (as text, then encoded) took 3x as long (1.1 ms against
-    0.36 ms per statement with a 100 KB PDF, measured)."""
+    The base64 text is spliced in as bytes: it needs no JSON escaping, and passing a PDF's
+    worth of it through ``json.dumps`` (as text, then encoded) cost several times as much
+    (docs/benchmarks.md has the figures)."""
     head = json.dumps({**request, "Content": {"Raw": {"Data": ""}}}, separators=(",", ":"))
     # "Content" is the last key (``request`` has none), so the JSON ends ``"Data":""}}}``.
     tail = len('"}}}')

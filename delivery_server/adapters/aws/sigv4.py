@@ -3,11 +3,11 @@
 botocore's signer is general (query strings, streamed and unsigned payloads, S3 variants)
 and spends most of its time on that generality: it builds an ``email.message``-based header
 map twice per request, parses the URL three times and derives the signing key with four
-HMACs every time. Under the benchmark that was 12 % of the server's CPU samples, more than
-the rest of the request. Our requests are all alike: a POST of a JSON body, no query string,
-a handful of headers, to one endpoint. So this signer works out once per URL what does not
-change (host, canonical path, scope), keeps the derived key for the day (the AWS
-documentation's own advice), and is checked against ``SigV4Auth`` header for header
+HMACs every time. Under the benchmark that cost more CPU than the rest of the request
+(docs/benchmarks.md has the figures). Our requests are all alike: a POST of a JSON body, no
+query string, a handful of headers, to one endpoint. So this signer works out once per URL
+what does not change (host, canonical path, scope), keeps the derived key for the day (the
+AWS documentation's own advice), and is checked against ``SigV4Auth`` header for header
 (tests/unit/test_sigv4.py), tokens, ports and odd header spacing included.
 """
 

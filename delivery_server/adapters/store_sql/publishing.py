@@ -128,9 +128,9 @@ class PublishingQueries(Queries):
         ``failed`` when any email failed or is unknown) and refresh their counts.
         Return the jobs that finished.
 
-        Counting a 500,000-email job reads its whole index (~0.1 s), so the counts of a
-        job still in flight are refreshed at most every ``COUNT_REFRESH`` (by ``now``);
-        whether it is still in flight is one index probe per job, every time."""
+        Counting a job reads its whole index, slow for a big job (docs/benchmarks.md), so
+        the counts of a job still in flight are refreshed at most every ``COUNT_REFRESH``
+        (by ``now``); whether it is still in flight is one index probe per job, every time."""
         jobs = await self._db.run(_processing_jobs, write=False)
         self._counted_at = {j.id: t for j, _ in jobs if (t := self._counted_at.get(j.id))}
         due = [
