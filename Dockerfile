@@ -20,8 +20,10 @@ ENV DELIVERY_HTTP_HOST=0.0.0.0 \
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
-# ECS sends SIGTERM and waits stopTimeout (30 s by default): DELIVERY_SHUTDOWN_GRACE=25
-# lets in-flight sends finish inside that window.
+# ECS sends SIGTERM and SIGKILL stopTimeout later (30 s by default, DELIVERY_STOP_TIMEOUT):
+# in-flight sends get DELIVERY_SHUTDOWN_GRACE (25 s), then the cancelled rest get
+# DELIVERY_CANCEL_DEADLINE (5 s) to hand their messages back; start-up refuses a sum
+# over the stop timeout. Raise DELIVERY_STOP_TIMEOUT with the task definition's.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["delivery-server"]
 CMD ["run"]

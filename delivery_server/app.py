@@ -252,6 +252,7 @@ async def _consume(
         concurrency=settings.concurrency,
         visibility_timeout=int(settings.lease_seconds),
         shutdown_grace=settings.shutdown_grace,
+        cancel_deadline=settings.cancel_deadline,
         # An in-process receive loses nothing when cut short, so shutdown need not wait
         # for a long poll there; an SQS receive is let finish (see Consumer).
         wait_seconds=settings.receive_wait if settings.queue == "sqs" else 1.0,

@@ -4,7 +4,9 @@ The fetcher receives only as many messages as there are free handler slots, so n
 buffered beyond ``concurrency`` and a slow provider slows the fetch (backpressure).
 
 Shutdown has three stages (STYLE rule 5): stop fetching; let in-flight emails finish within
-the grace period; cancel the rest, which hands their messages back (see ``Pipeline``).
+the grace period; cancel the rest, which hands their messages back (see ``Pipeline``)
+within the cancel deadline. Grace and deadline are both parameters, as in saq's
+``Worker``: together they must fit in the orchestrator's stop timeout (see ``Settings``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Consumer:
         concurrency: int,
         visibility_timeout: int,
         shutdown_grace: float,
+        cancel_deadline: float,
         wait_seconds: float = LONG_POLL_SECONDS,
     ) -> None:
         self._queue = queue
@@ -46,6 +49,7 @@ class Consumer:
         self._slots = asyncio.Semaphore(concurrency)
         self._visibility_timeout = visibility_timeout
         self._shutdown_grace = shutdown_grace
+        self._cancel_deadline = cancel_deadline
         self._wait_seconds = wait_seconds
         # Strong references: the event loop keeps only weak ones to running tasks.
         self._handlers: set[asyncio.Task[None]] = set()
@@ -147,10 +151,14 @@ class Consumer:
         _, pending = await asyncio.wait(busy, timeout=self._shutdown_grace)
         # Stage 3: cancel the rest; each handler hands its message back or records
         # `unknown` (see Pipeline), and a cut receive's messages return after their timeout.
+        # One still busy after the deadline is not waited for, so that the process exits
+        # before SIGKILL; its message comes back when its visibility timeout ends.
         if pending:
             log.warning("cancelling_inflight", count=len(pending - {fetcher}))
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending, timeout=10.0)
+            _, stuck = await asyncio.wait(pending, timeout=self._cancel_deadline)
+            if stuck:
+                log.warning("cancel_deadline_passed", count=len(stuck - {fetcher}))
         if fetcher.done() and not fetcher.cancelled() and fetcher.exception() is not None:
             log.warning("fetcher_failed", error=type(fetcher.exception()).__name__)

@@ -53,11 +53,17 @@ class Settings(BaseSettings):
     attachments_dir: Path | None = None
     attachments_s3_buckets: str = ""
     retry_base_delay: float = Field(default=30.0, ge=0, le=3600)
+    # Shutdown (STYLE rule 5): after SIGTERM, in-flight work may finish within the grace;
+    # what is left is cancelled and gets the cancel deadline to hand its messages back.
+    # Both together fit in the stop timeout, after which ECS sends SIGKILL (30 s unless
+    # the task definition's stopTimeout says otherwise).
     shutdown_grace: float = Field(default=25.0, ge=0, le=3600)
+    cancel_deadline: float = Field(default=5.0, gt=0, le=3600)
+    stop_timeout: float = Field(default=30.0, gt=0, le=7200)
     lease_seconds: float = Field(default=120.0, gt=0, le=43200)
     send_timeout: float = Field(default=30.0, gt=0, le=600)
     # SQS long poll; a receive under way at shutdown may finish (and hand its messages
-    # back) within the shutdown grace, so keep it below DELIVERY_SHUTDOWN_GRACE.
+    # back) within the shutdown grace, so it must be shorter than DELIVERY_SHUTDOWN_GRACE.
     receive_wait: float = Field(default=20.0, ge=0, le=20)
     publish_page_size: int = Field(default=500, ge=10, le=10000)
     # A queued email untouched this long probably lost its message (purged queue, DLQ):
@@ -83,7 +89,24 @@ class Settings(BaseSettings):
             ("smtp://", "smtps://")
         ):
             raise ValueError("smtp_url: must start with smtp:// or smtps://")
+        self._check_shutdown()
         return self
+
+    def _check_shutdown(self) -> None:
+        """The shutdown stages fit in the time the orchestrator gives before SIGKILL."""
+        # Only an SQS receive is let finish: an in-process one loses nothing when cut.
+        if self.queue == "sqs" and self.receive_wait >= self.shutdown_grace:
+            raise ValueError(
+                f"receive_wait: {self.receive_wait:g} s must be shorter than"
+                f" DELIVERY_SHUTDOWN_GRACE ({self.shutdown_grace:g} s), so that a receive"
+                " under way at shutdown finishes within the grace"
+            )
+        if self.shutdown_grace + self.cancel_deadline > self.stop_timeout:
+            raise ValueError(
+                f"shutdown_grace: {self.shutdown_grace:g} s plus DELIVERY_CANCEL_DEADLINE"
+                f" ({self.cancel_deadline:g} s) exceeds DELIVERY_STOP_TIMEOUT"
+                f" ({self.stop_timeout:g} s), after which the process is killed"
+            )
 
     @property
     def s3_buckets(self) -> frozenset[str]:

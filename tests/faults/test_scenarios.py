@@ -340,8 +340,9 @@ def test_sigterm_grace_shorter_than_sends(rig: FaultRig) -> None:
     """SIGTERM while sends take longer than the grace period: the sends cut short may have
     reached SES, so they become unknown (at most the sends in flight); emails not yet
     sent go back to the queue. The operator's resend serves everyone."""
+    # The grace stays longer than the 1 s long poll (a start-up check), shorter than a send.
     env = rig.env(
-        DELIVERY_CONCURRENCY="8", DELIVERY_SHUTDOWN_GRACE="0.5", DELIVERY_LEASE_SECONDS="5"
+        DELIVERY_CONCURRENCY="8", DELIVERY_SHUTDOWN_GRACE="1.5", DELIVERY_LEASE_SECONDS="5"
     )
     rig.proxy.send_delay = 2.0
     server = rig.start(env)
@@ -366,7 +367,7 @@ def test_sigterm_grace_shorter_than_sends(rig: FaultRig) -> None:
         [server],
         SETTLE,
         faults=1,
-        fault_kind="SIGTERM, grace 0.5 s < 2 s sends",
+        fault_kind="SIGTERM, grace 1.5 s < 2 s sends",
         in_flight=in_flight,
     )
     outcome.assert_clean()

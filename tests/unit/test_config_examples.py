@@ -23,6 +23,7 @@ def test_embedded_example() -> None:
     settings = load_settings(CONFIG / "embedded.toml")
     assert (settings.queue, settings.sender) == ("local", "outbox")
     assert settings.database_url.get_secret_value().startswith("sqlite:///")
+    assert settings.shutdown_grace + settings.cancel_deadline <= settings.stop_timeout
 
 
 def test_aws_example() -> None:
@@ -30,3 +31,7 @@ def test_aws_example() -> None:
     assert (settings.queue, settings.sender) == ("sqs", "ses")
     assert settings.database_url.get_secret_value().startswith("mysql://")
     assert settings.s3_buckets == frozenset({"bank-statements"})
+    # ECS's default stopTimeout: the shutdown stages end before its SIGKILL.
+    assert settings.stop_timeout == 30
+    assert settings.shutdown_grace + settings.cancel_deadline <= settings.stop_timeout
+    assert settings.receive_wait < settings.shutdown_grace

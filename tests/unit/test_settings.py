@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from delivery_server.cli import main
 from delivery_server.errors import ConfigError
 from delivery_server.settings import load_settings
 
@@ -77,3 +78,78 @@ def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_shutdown_defaults_fit_in_the_stop_timeout() -> None:
+    settings = load_settings()
+    assert (settings.shutdown_grace, settings.cancel_deadline, settings.stop_timeout) == (
+        25.0,
+        5.0,
+        30.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"DELIVERY_SHUTDOWN_GRACE": "26"},
+            ("DELIVERY_SHUTDOWN_GRACE", "DELIVERY_CANCEL_DEADLINE", "DELIVERY_STOP_TIMEOUT"),
+        ),
+        (
+            {"DELIVERY_CANCEL_DEADLINE": "10"},
+            ("DELIVERY_SHUTDOWN_GRACE", "DELIVERY_CANCEL_DEADLINE", "DELIVERY_STOP_TIMEOUT"),
+        ),
+        (
+            {"DELIVERY_STOP_TIMEOUT": "20"},
+            ("DELIVERY_SHUTDOWN_GRACE", "DELIVERY_CANCEL_DEADLINE", "DELIVERY_STOP_TIMEOUT"),
+        ),
+        (
+            {
+                "DELIVERY_QUEUE": "sqs",
+                "DELIVERY_SQS_QUEUE_URL": "https://q",
+                "DELIVERY_SHUTDOWN_GRACE": "20",
+            },
+            ("DELIVERY_RECEIVE_WAIT", "DELIVERY_SHUTDOWN_GRACE"),
+        ),
+        ({"DELIVERY_CANCEL_DEADLINE": "0"}, ("DELIVERY_CANCEL_DEADLINE",)),
+    ],
+)
+def test_shutdown_stages_that_do_not_fit_are_errors(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: tuple[str, ...]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "\n" not in message
+    for name in named:
+        assert name in message
+
+
+def test_shutdown_stages_may_use_a_longer_stop_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELIVERY_STOP_TIMEOUT", "120")
+    monkeypatch.setenv("DELIVERY_SHUTDOWN_GRACE", "100")
+    monkeypatch.setenv("DELIVERY_CANCEL_DEADLINE", "20")
+    settings = load_settings()
+    assert settings.shutdown_grace + settings.cancel_deadline == settings.stop_timeout
+
+
+def test_an_in_process_receive_need_not_fit_in_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The local queue is not long-polled with receive_wait; cutting its receive loses nothing.
+    monkeypatch.setenv("DELIVERY_SHUTDOWN_GRACE", "0.5")
+    assert load_settings().receive_wait > load_settings().shutdown_grace
+
+
+def test_a_bad_combination_stops_the_server_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DELIVERY_SHUTDOWN_GRACE", "28")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "DELIVERY_SHUTDOWN_GRACE" in err
+    assert "DELIVERY_STOP_TIMEOUT" in err
