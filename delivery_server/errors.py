@@ -31,6 +31,8 @@ the core decides what to do from the class alone:
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class DeliveryError(Exception):
     """Base class of every error delivery-server raises on purpose."""
@@ -82,3 +84,30 @@ class MalformedEventError(PermanentError):
 
 class InvalidTokenError(DeliveryError):
     """An unsubscribe token that is malformed or was not signed with our secret."""
+
+
+SnsRefusal = Literal[
+    "malformed",
+    "forged",
+    "refused_topic",
+    "refused_cert_url",
+    "refused_subscribe_url",
+    "expired",
+    "unavailable",
+]
+
+
+class SnsMessageRefused(DeliveryError):
+    """A message SNS POSTed to ``/ses/events`` that was not accepted; nothing was recorded.
+
+    ``outcome`` says why, as the metric counts it: ``malformed`` (not an SNS message),
+    ``forged`` (unsigned, or its signature or certificate does not verify),
+    ``refused_topic``, ``refused_cert_url``, ``refused_subscribe_url``, ``expired`` (older
+    than the accepted age, or from the future), or ``unavailable`` (AWS could not be
+    reached to check or confirm it: SNS delivers it again). The text names the field at
+    fault and never repeats its value.
+    """
+
+    def __init__(self, outcome: SnsRefusal, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome: SnsRefusal = outcome
