@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     sqs_queue_url: str | None = None
     aws_endpoint_url: str | None = None
     # How SES and SQS calls are made: "direct" posts SendEmail and the SQS calls SigV4-signed
-    # without the aiobotocore client's per-call pipeline, about a third of the CPU per call
-    # (adapters/aws_direct.py); "sdk" makes every call through the client.
+    # without the aiobotocore client's per-call pipeline, which costs more CPU than the call
+    # itself (adapters/aws/direct.py; docs/benchmarks.md has the figures); "sdk" makes every
+    # call through the client.
     aws_http: Literal["direct", "sdk"] = "direct"
     sender: Literal["ses", "smtp", "outbox"] = "outbox"
     smtp_url: SecretStr | None = None
@@ -43,8 +44,9 @@ class Settings(BaseSettings):
     outbox_dir: Path = Path("outbox")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
-    # 32 in-flight sends per process: SES answers in ~20-100 ms, so 32 keeps a 2-vCPU task
-    # busy at several hundred emails/s without a thundering herd on the database pool.
+    # 32 in-flight sends per process: an SES call mostly waits on the network, so 32 keep a
+    # 2-vCPU task busy without a thundering herd on the database pool, and 64 gained nothing
+    # in the benchmark (docs/benchmarks.md has the figures).
     concurrency: int = Field(default=32, ge=1, le=1000)
     max_attempts: int = Field(default=3, ge=1, le=100)
     poll_interval: float = Field(default=1.0, gt=0, le=3600)
