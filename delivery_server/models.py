@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from delivery_server.errors import PermanentError
 
@@ -102,6 +102,7 @@ class Job:
     total_count: int = 0
     sent_count: int = 0
     failed_count: int = 0
+    paused_reason: str | None = None  # who or what paused it (the brake names its rates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ class ClaimOutcome(StrEnum):
     JOB_PAUSED = "job_paused"  # keep the message for later, without using an attempt
     JOB_INACTIVE = "job_inactive"  # cancelled/finished job: drop the message
     MISSING = "missing"  # no such email: drop the message
+    SUPPRESSED = "suppressed"  # its address is on the suppression list: now final, drop
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,8 @@ class JobSummary:
     job: Job
     counts: dict[EmailStatus, int]
     last_errors: list[tuple[int, str]]
+    # Emails by what the recipient's side reported (those with no report yet are absent).
+    delivery_counts: dict[DeliveryStatus, int] = field(default_factory=dict)
 
 
 class DeliveryStatus(StrEnum):
@@ -273,3 +277,20 @@ class Suppression:
     created_at: datetime | None = None
     expires_at: datetime | None = None  # None: forever
     note: str | None = None
+
+
+class EventOutcome(StrEnum):
+    """What recording one tracking event did."""
+
+    RECORDED = "recorded"  # stored, and its effects on the email applied
+    DUPLICATE = "duplicate"  # stored before (a redelivery): nothing done
+    UNMATCHED = "unmatched"  # no such email: stored without one, counted
+    EARLY = "early"  # its email's send record is not there yet: not stored, try later
+
+
+class BrakeCounts(NamedTuple):
+    """What the reputation brake judges a job on."""
+
+    sent: int  # emails sent (the rates' denominator)
+    bounced: int  # emails that bounced permanently
+    complained: int  # emails whose recipient complained
