@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
@@ -26,9 +26,7 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def local_tls(directory: Path) -> LocalTls:
-    """Create a CA and a certificate for IP 127.0.0.1 signed by it, under ``directory``."""
-    now = dt.datetime.now(dt.UTC)
+def _throwaway_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
         x509.CertificateBuilder()
@@ -58,6 +56,13 @@ def local_tls(directory: Path) -> LocalTls:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
+
+
+def local_tls(directory: Path) -> LocalTls:
+    """Create a CA and a certificate for IP 127.0.0.1 signed by it, under ``directory``."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = _throwaway_ca(now)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -92,3 +97,34 @@ def local_tls(directory: Path) -> LocalTls:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     return LocalTls(ca_file=ca_file, server_context=context)
+
+
+@dataclass(frozen=True)
+class SigningIdentity:
+    """An RSA key and its PEM certificate from a throwaway CA: what SNS signs messages with."""
+
+    key: rsa.RSAPrivateKey
+    certificate_pem: bytes
+
+
+def rsa_signing_identity(*, valid_for: dt.timedelta = dt.timedelta(days=1)) -> SigningIdentity:
+    """A 2048-bit RSA key (SNS's size) and a certificate for it, valid from 5 minutes ago
+    for ``valid_for``, issued by a new throwaway CA."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = _throwaway_ca(now)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("sns.amazonaws.com"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + valid_for)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return SigningIdentity(key=key, certificate_pem=cert.public_bytes(serialization.Encoding.PEM))
