@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from delivery_server.models import EmailStatus, JobStatus
+from delivery_server.models import DeliveryStatus, EmailStatus, JobStatus
+
+# SES event types counted by name; anything else is counted as "other" so that a new or
+# odd eventType cannot grow the label set without bound.
+EVENT_TYPES = frozenset(
+    {"Send", "Delivery", "Bounce", "Complaint", "DeliveryDelay", "Reject", "Open", "Click"}
+)
 
 
 class Metrics:
@@ -61,6 +67,46 @@ class Metrics:
             self.jobs.labels(status=job_status.value)
         for email_status in EmailStatus:
             self.emails.labels(status=email_status.value)
+        self._tracking_metrics(r)
+
+    def _tracking_metrics(self, r: CollectorRegistry) -> None:
+        self.events = Counter(
+            "delivery_events",
+            "SES events accepted by the tracker, by type (Send, Delivery, Bounce, ...).",
+            ["type"],
+            registry=r,
+        )
+        self.event_outcomes = Counter(
+            "delivery_event_outcomes",
+            "What became of each events-queue message or SNS POST (recorded, duplicate, "
+            "unmatched, early, malformed, forged, ...).",
+            ["outcome"],
+            registry=r,
+        )
+        self.emails_delivery = Gauge(
+            "delivery_emails_delivery",
+            "Emails of active jobs by delivery status (database).",
+            ["status"],
+            registry=r,
+        )
+        self.jobs_braked = Counter(
+            "delivery_jobs_braked",
+            "Jobs the reputation brake paused (bounce or complaint rate reached): alert on it.",
+            registry=r,
+        )
+        for delivery_status in DeliveryStatus:
+            self.emails_delivery.labels(status=delivery_status.value)
+
+    def count_event(self, event_type: str) -> None:
+        """Count one accepted SES event under its type (or "other")."""
+        self.events.labels(type=event_type if event_type in EVENT_TYPES else "other").inc()
+
+    def set_delivery_counts(self, counts: dict[DeliveryStatus, int]) -> None:
+        """Refresh the delivery-status gauge (every status, zero when absent)."""
+        for delivery_status in DeliveryStatus:
+            self.emails_delivery.labels(status=delivery_status.value).set(
+                counts.get(delivery_status, 0)
+            )
 
     def set_counts(self, jobs: dict[JobStatus, int], emails: dict[EmailStatus, int]) -> None:
         """Refresh the database gauges (every status, zero when absent)."""

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from delivery_server.heartbeats import Heartbeats
+from delivery_server.http.listener import Listener
 from delivery_server.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -35,7 +36,7 @@ class HttpServer:
         self._heartbeats = heartbeats
         self._checks = checks
         self._check_timeout = check_timeout
-        self._runner: web.AppRunner | None = None
+        self._listener = Listener(self._app(), "health")
         self.port: int | None = None
 
     def _app(self) -> web.Application:
@@ -46,18 +47,11 @@ class HttpServer:
         return app
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self._app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host=host, port=port)
-        await site.start()
-        # port 0 asks the OS for a free port; report the one actually bound.
-        self.port = int(self._runner.addresses[0][1])
-        log.info("http_listening", host=host, port=self.port)
+        await self._listener.start(host, port)
+        self.port = self._listener.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._listener.stop()
 
     async def _get_metrics(self, _: web.Request) -> web.Response:
         return web.Response(
