@@ -141,7 +141,8 @@ def delivery_detail(event: TrackingEvent) -> str | None:
         text = detail.get("reason")
     if not text:
         return None
-    return redact(str(text))[:MAX_DELIVERY_DETAIL_LENGTH]
+    # Cut before redacting (the search grows with the square of a long word).
+    return redact(str(text)[: MAX_DELIVERY_DETAIL_LENGTH * 2])[:MAX_DELIVERY_DETAIL_LENGTH]
 
 
 def _first_status(facts: object) -> str | None:

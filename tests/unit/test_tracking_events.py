@@ -115,6 +115,18 @@ def test_detail_of_the_other_types() -> None:
     assert detail(ses.send_event()) == {}
 
 
+def test_long_free_text_is_cut_and_still_has_no_address() -> None:
+    event = ses.bounce_event()
+    facts = event["bounce"]["bouncedRecipients"][0]
+    facts["diagnosticCode"] = "x" * 200_000  # one long word: no quadratic search over it
+    event["bounce"]["reportingMTA"] = "y" * 488 + " " + RECIPIENT  # cut just after the "@"
+
+    detail = parse_event_message(ses.raw_message(event)).detail
+
+    assert len(detail["bouncedRecipients"][0]["diagnosticCode"]) == 500
+    assert detail["reportingMTA"] == "y" * 488 + " <address>"
+
+
 def test_a_clicked_link_keeps_scheme_host_and_path_only() -> None:
     link = "https://user:pw@Statements.Example.com:8443/2017/view.html?customer=x#top"
     event = parse_event_message(ses.raw_message(ses.click_event(link=link)))
