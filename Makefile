@@ -4,14 +4,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench bench-quick bench-smoke clean
+.PHONY: demo test lint typecheck unit lock bench bench-quick bench-smoke clean
 
-$(STAMP): pyproject.toml
+# Reproducible: every package at the dev lock's version and hash (the dev, demo and bench
+# extras), then this project itself without resolving anything, built by the locked
+# hatchling. The venv's own pip is used as it comes: upgrading it would be the one
+# unpinned install.
+$(STAMP): requirements-dev.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Regenerate both locks from pyproject.toml, keeping every pin that still satisfies it
+# (make lock UPGRADE=--upgrade moves everything to the newest allowed). One universal
+# resolution serves every platform and Python 3.11+ (the image runs 3.12); the dev lock
+# is constrained by the production one, so both pin a shared package alike.
+LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command 'make lock' $(UPGRADE)
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_OPTIONS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra demo --extra bench $(LOCK_OPTIONS) \
+		--constraint requirements.lock -o requirements-dev.lock
 
 demo: $(STAMP)
 	$(BIN)/delivery-server demo
@@ -22,6 +37,8 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -30,25 +47,22 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) outbox demo-output delivery.db .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outbox demo-output delivery.db .pytest_cache .mypy_cache .ruff_cache \
+		.import_linter_cache
 
 # Benchmarks (issue 5): our server, the floor and the peers in one run; each prints a table
-# and ends with one RESULT line. The peers need the bench extra (Celery, Redis client, psutil).
-BENCH_STAMP := $(VENV)/.bench-installed-stamp
-
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,bench]'
-	touch $(BENCH_STAMP)
+# and ends with one RESULT line. The peers need the bench extra (Celery, Redis client,
+# psutil, py-spy): the dev lock has it.
 
 # Two server processes: one per core, as two ECS tasks would share the machine.
-bench: $(STAMP) $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/python -m bench.run --emails 500000 --servers 2 --peer-emails 20000
 
 # Within 5 minutes: the peers get smaller slices (Celery ~150-200 emails/s here; the EED
 # model is bound by its 1 s poll delay, ~110 emails/s).
-bench-quick: $(STAMP) $(BENCH_STAMP)
+bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --emails 20000 --servers 2 --peer-emails 10000 --eed-emails 3000
 
 # For CI: keeps the bench working, asserts nothing about speed.
-bench-smoke: $(STAMP) $(BENCH_STAMP)
+bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --emails 300 --peer-emails 100
