@@ -129,10 +129,10 @@ def _occurred_at(kind: _Kind, section: dict[str, Any], mail: dict[str, Any]) -> 
         raise MalformedEventError(f"SES event {where} is not a string")
     try:
         moment = datetime.fromisoformat(stamp)
-    except ValueError as exc:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError) as exc:  # overflow: year 1 or 9999 moved to UTC
         raise MalformedEventError(f"SES event {where} is not an ISO 8601 time") from exc
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 
@@ -226,7 +226,9 @@ def _fact(value: object) -> str | int | float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return value
+        # JSON columns refuse NaN and infinities (both fail this test, as NaN fails every
+        # comparison); past 2**53 a number is no SES fact.
+        return value if abs(value) < 2**53 else None
     if isinstance(value, str) and value.strip():
         return redact(value.strip()[:_MAX_TEXT_LENGTH])
     return None

@@ -127,6 +127,14 @@ def test_long_free_text_is_cut_and_still_has_no_address() -> None:
     assert detail["reportingMTA"] == "y" * 488 + " <address>"
 
 
+def test_numbers_json_cannot_store_are_left_out() -> None:
+    body = ses.raw_message(ses.delivery_event()).replace("11893", "NaN")
+    huge = ses.raw_message(ses.delivery_event()).replace("11893", "1" + "0" * 400)
+
+    assert "processingTimeMillis" not in parse_event_message(body).detail
+    assert "processingTimeMillis" not in parse_event_message(huge).detail
+
+
 def test_a_clicked_link_keeps_scheme_host_and_path_only() -> None:
     link = "https://user:pw@Statements.Example.com:8443/2017/view.html?customer=x#top"
     event = parse_event_message(ses.raw_message(ses.click_event(link=link)))
@@ -308,6 +316,10 @@ MALFORMED = {
     "no time at all": (_without("bounce.timestamp", "mail.timestamp"), "no mail.timestamp"),
     "a time that is a number": (_with("bounce.timestamp", 1501893662), "is not a string"),
     "a time that is no time": (_with("bounce.timestamp", "yesterday"), "bounce.timestamp"),
+    "a time out of range in UTC": (
+        _with("bounce.timestamp", "0001-01-01T00:00:00+01:00"),
+        "bounce.timestamp is not an ISO 8601 time",
+    ),
     "recipients not a list": (
         _with("bounce.bouncedRecipients", RECIPIENT),
         "bounce.bouncedRecipients is not a list",
