@@ -8,7 +8,7 @@ before the certificate):
 * ``Signature``, ``SignatureVersion`` 1 or 2, ``SigningCertURL`` present → ``forged``;
 * ``TopicArn`` in the allowed set (an empty set refuses all) → ``refused_topic``;
 * ``Timestamp`` at most ``max_age`` old and ``max_future`` ahead → ``expired``;
-* ``SigningCertURL`` in the scheme, host fully matching ``sns.<region>.amazonaws.com``,
+* ``SigningCertURL`` https, its host fully matching ``sns.<region>.amazonaws.com``,
   no userinfo, the default port, a path ending ``.pem``, no query → ``refused_cert_url``;
 * the certificate fetched (cached by URL, fetched once) → ``unavailable`` on a network
   error, timeout or 5xx, ``forged`` on anything else that is not an RSA certificate
@@ -255,7 +255,7 @@ class SigningCertificates:
                     raise SnsMessageRefused(
                         outcome, f"SigningCertURL answered HTTP {response.status}"
                     )
-                body = await read_capped(response.content, self._max_bytes)
+                body = await _read_capped(response.content, self._max_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SnsMessageRefused(
                 "unavailable", f"SigningCertURL could not be read ({type(exc).__name__})"
@@ -268,7 +268,7 @@ class SigningCertificates:
             raise SnsMessageRefused("forged", "SigningCertURL is not a PEM certificate") from None
 
 
-async def read_capped(stream: aiohttp.StreamReader, max_bytes: int) -> bytes | None:
+async def _read_capped(stream: aiohttp.StreamReader, max_bytes: int) -> bytes | None:
     """All of ``stream``, or ``None`` as soon as it passes ``max_bytes`` (nothing more read)."""
     body = bytearray()
     async for chunk in stream.iter_any():
@@ -279,8 +279,8 @@ async def read_capped(stream: aiohttp.StreamReader, max_bytes: int) -> bytes | N
 
 
 class SnsVerifier:
-    """Accepts an SNS message only when every check of this module's table passes, and
-    confirms subscriptions to allowed topics."""
+    """Accepts an SNS message only when every check listed in this module's docstring
+    passes, and confirms subscriptions to allowed topics."""
 
     def __init__(
         self,
