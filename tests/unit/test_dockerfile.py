@@ -213,7 +213,9 @@ def _declared(*extras: str) -> list[Requirement]:
     return requirements
 
 
-@pytest.mark.parametrize(("lock", "extras"), [(PRODUCTION_LOCK, ()), (DEV_LOCK, ("dev", "demo", "bench"))])
+@pytest.mark.parametrize(
+    ("lock", "extras"), [(PRODUCTION_LOCK, ()), (DEV_LOCK, ("dev", "demo", "bench"))]
+)
 def test_the_locks_satisfy_pyproject(lock: str, extras: tuple[str, ...]) -> None:
     pins = parse_lock(lock)
     for requirement in _declared(*extras):
