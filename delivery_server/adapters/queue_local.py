@@ -84,13 +84,22 @@ class LocalQueue:
 
     async def publish(self, messages: Sequence[QueueMessage]) -> set[int]:
         """Enqueue every message; an in-process queue never refuses one, so returns ``set()``."""
-        for message in messages:
-            message_id = next(self._ids)
-            self._messages[message_id] = _Message(message.to_body())
-            self._visible[message_id] = None
-        if messages:
-            _wake(self._receivers)
+        await self.publish_bodies([message.to_body() for message in messages])
         return set()
+
+    async def publish_bodies(self, bodies: Sequence[str]) -> None:
+        """Enqueue raw message bodies as they are, like ``SendMessage`` on SQS.
+
+        For queues that carry other bodies than the email queue's messages: the embedded
+        events queue gets SES event JSON this way, and is read with ``receive`` as the
+        tracker reads SQS. Never refuses a body.
+        """
+        for body in bodies:
+            message_id = next(self._ids)
+            self._messages[message_id] = _Message(body)
+            self._visible[message_id] = None
+        if bodies:
+            _wake(self._receivers)
 
     async def receive(
         self, max_messages: int, wait_seconds: float, visibility_timeout: int
