@@ -1,5 +1,5 @@
-"""Group commit (``store_sql.batching.Batcher``): calls made together run as one batch,
-each caller gets its own result, and nobody is left waiting."""
+"""The batcher (``batching.Batcher``) as the store's group commit uses it: calls made
+together run as one batch, each caller gets its own result, and nobody is left waiting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from delivery_server.adapters.store_sql.batching import Batcher
+from delivery_server.batching import Batcher
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -118,3 +118,58 @@ async def test_a_caller_cancelled_before_its_batch_starts_is_left_out() -> None:
 
     assert await batcher.submit(2) == 20
     assert run.batches == [[2]]
+
+
+async def test_posted_items_go_in_the_batch_without_anyone_waiting_for_them() -> None:
+    run = Recorder()
+    batcher = Batcher(run, max_size=50)
+
+    batcher.post(1)
+    batcher.post(2)
+    result = await batcher.submit(3)
+
+    assert result == 30
+    assert run.batches == [[1, 2, 3]]
+
+
+async def test_a_failed_batch_of_posted_items_is_logged_not_raised() -> None:
+    run = Recorder()
+    run.fail = RuntimeError("queue gone")
+    batcher = Batcher(run)
+
+    batcher.post(1)
+    await batcher.close()
+    run.fail = None
+
+    assert run.batches == [[1]]
+    assert await batcher.submit(2) == 20
+
+
+async def test_close_sends_a_batch_held_open_at_once() -> None:
+    run = Recorder()
+    batcher = Batcher(run, max_size=50, max_delay=30)
+    batcher.post(1)
+    await asyncio.sleep(0)  # the flusher is now holding the batch open
+
+    await asyncio.wait_for(batcher.close(), 5)
+
+    assert run.batches == [[1]]
+
+
+async def test_every_full_batch_goes_to_one_call_when_asked_to() -> None:
+    run = Recorder()
+    batcher = Batcher(run, max_size=2, max_delay=30, batches_per_call=None)
+
+    for item in range(5):
+        batcher.post(item)
+    while not run.batches:
+        run.started.clear()
+        await run.started.wait()
+    await batcher.close()
+
+    assert run.batches == [[0, 1, 2, 3], [4]]  # full batches at once, the rest on close
+
+
+def test_a_batch_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_size must be at least 1, not 0"):
+        Batcher(Recorder(), max_size=0)

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from delivery_server.adapters.store_sql.base import Queries, clip_error
-from delivery_server.adapters.store_sql.batching import Batcher
 from delivery_server.adapters.store_sql.rows import (
     JOB_JSON,
     email_from_row,
@@ -23,6 +22,7 @@ from delivery_server.adapters.store_sql.rows import (
     template_from_row,
 )
 from delivery_server.adapters.store_sql.schema import email, job, template
+from delivery_server.batching import Batcher
 from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.models import (
     TERMINAL_EMAIL_STATUSES,
