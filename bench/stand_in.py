@@ -18,16 +18,31 @@ from typing import Any
 
 import psutil
 
+from stand_in.sqs_api import ACCOUNT_ID
+
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
 
 
 class SimulatorProcess:
-    """``with SimulatorProcess(ses_latency=0.02) as sim: sim.endpoint_url``."""
+    """``with SimulatorProcess(ses_latency=0.02) as sim: sim.endpoint_url``.
 
-    def __init__(self, ses_latency: float = 0.02, extra_args: tuple[str, ...] = ()) -> None:
+    With ``events_queue``, the stand-in publishes the SES events of every email it
+    accepts to that queue of its SQS (``events_queue_url``), and ``bounce_rate`` of them
+    bounce (the bench's tracking runs use 1 %).
+    """
+
+    def __init__(
+        self,
+        ses_latency: float = 0.02,
+        extra_args: tuple[str, ...] = (),
+        events_queue: str | None = None,
+        bounce_rate: float = 0.0,
+    ) -> None:
         self.ses_latency = ses_latency
         self.extra_args = extra_args
+        self.events_queue = events_queue
+        self.bounce_rate = bounce_rate
         self.endpoint_url = ""
         self._proc: subprocess.Popen[str] | None = None
 
@@ -37,6 +52,9 @@ class SimulatorProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", "stand_in", "--host", "127.0.0.1"]
         command += ["--port", "0", "--ses-latency", str(self.ses_latency), *self.extra_args]
+        if self.events_queue is not None:
+            command += ["--events-queue", self.events_queue]
+            command += ["--bounce-rate", str(self.bounce_rate)]
         self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         self.endpoint_url = self._read_endpoint()
         return self
@@ -64,6 +82,13 @@ class SimulatorProcess:
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return json.loads(response.read())
+
+    @property
+    def events_queue_url(self) -> str | None:
+        """The SQS queue URL of the SES events (``None`` without ``events_queue``)."""
+        if self.events_queue is None:
+            return None
+        return f"{self.endpoint_url}/{ACCOUNT_ID}/{self.events_queue}"
 
     def sent_count(self) -> int:
         return int(self.control("/_sim/sent")["count"])

@@ -10,6 +10,11 @@ configurable latency and injected errors. Run it in-process::
 
 or as a process: ``python -m stand_in --port 4566``. It never listens
 beyond what it is told, and accepts any credentials.
+
+With an events queue (``events_queue="ses-events"``, ``--events-queue ses-events``) it also
+plays SES event publishing: the events of every accepted email (``Send``, ``Delivery``, or
+the mailbox simulator's bounces and complaints; ``bounce_rate`` of them bounced) arrive on
+that queue of its SQS as SNS notifications (``ses_events``).
 """
 
 from stand_in.faults import FaultPlan, FaultRule, FaultSpecError

@@ -16,6 +16,7 @@ from typing import Any
 
 from stand_in.faults import FaultPlan, FaultRule, FaultSpecError
 from stand_in.server import start_simulator
+from stand_in.ses_events import check_options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
         default=10_000,
         help="accepted emails kept in full for /_sim/sent (all are counted)",
     )
+    parser.add_argument(
+        "--events-queue",
+        metavar="NAME",
+        help="publish the SES events of every accepted email (SNS envelopes) to this SQS "
+        "queue of the stand-in; the mailbox simulator's addresses choose the outcome",
+    )
+    parser.add_argument(
+        "--bounce-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="fraction of accepted emails that bounce permanently (needs --events-queue; "
+        "drawn with --seed)",
+    )
     return parser
 
 
@@ -74,7 +89,14 @@ async def _serve(args: argparse.Namespace, plan: FaultPlan) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sim = await start_simulator(args.host, args.port, faults=plan, keep_sent=args.keep_sent)
+    sim = await start_simulator(
+        args.host,
+        args.port,
+        faults=plan,
+        keep_sent=args.keep_sent,
+        events_queue=args.events_queue,
+        bounce_rate=args.bounce_rate,
+    )
     print(f"simulator listening on {sim.endpoint_url}", flush=True)
     try:
         await stop.wait()
@@ -95,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         plan = _plan(args)
+        check_options(args.events_queue, args.bounce_rate)
     except (FaultSpecError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2

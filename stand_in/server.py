@@ -6,7 +6,8 @@ Control API (no authentication: the simulator only ever listens on loopback):
     ``{"count", "duplicates", "first_accepted_at", "last_accepted_at"[, "emails"]}``:
     accepted emails (the last N in full); the times are the simulator's ``time.time()``.
 ``GET /_sim/stats``
-    Requests answered, by SQS target and SES operation (and injected error).
+    Requests answered, by SQS target and SES operation (and injected error); with an
+    events queue, ``"events"``: events published by type, emails, bounces drawn by rate.
 ``GET /_sim/faults`` / ``POST /_sim/faults``
     Read or replace the fault plan (see ``faults``); answers the plan now in force.
 ``POST /_sim/reset``
@@ -22,7 +23,8 @@ from aiohttp import web
 
 from stand_in.faults import FaultPlan, FaultSpecError
 from stand_in.ses_api import SentLog, SesApi
-from stand_in.sqs_api import SqsApi
+from stand_in.ses_events import SesEventPublisher, check_options
+from stand_in.sqs_api import ACCOUNT_ID, SqsApi
 from stand_in.sqs_queue import SimQueue
 
 
@@ -36,12 +38,21 @@ class Simulator:
         sqs: SqsApi,
         ses: SesApi,
         initial_faults: dict[str, Any],
+        events: SesEventPublisher | None = None,
     ) -> None:
         self._runner = runner
         self.endpoint_url = endpoint_url
         self.sqs = sqs
         self.ses = ses
+        self.events = events
         self._initial_faults = initial_faults
+
+    @property
+    def events_queue_url(self) -> str | None:
+        """The SQS queue the SES events go to (``None`` when events are off)."""
+        if self.events is None:
+            return None
+        return f"{self.endpoint_url}/{ACCOUNT_ID}/{self.events.queue_name}"
 
     @property
     def sent(self) -> SentLog:
@@ -66,12 +77,19 @@ class Simulator:
         self.ses.sent.clear()
         self.ses.calls.clear()
         self.ses.faults = FaultPlan.from_json(self._initial_faults)
+        if self.events is not None:
+            self.events.reset()
 
     def stats(self) -> dict[str, Any]:
-        return {"sqs": dict(self.sqs.calls), "ses": dict(self.ses.calls)}
+        stats = {"sqs": dict(self.sqs.calls), "ses": dict(self.ses.calls)}
+        if self.events is not None:
+            stats["events"] = dict(self.events.counts)
+        return stats
 
     async def close(self) -> None:
         """Stop listening and release parked long polls."""
+        if self.events is not None:
+            self.events.close()
         self.sqs.reset()
         await self._runner.cleanup()
 
@@ -121,17 +139,26 @@ async def start_simulator(
     ses_latency: float = 0.02,
     faults: FaultPlan | None = None,
     keep_sent: int = 10_000,
+    events_queue: str | None = None,
+    bounce_rate: float = 0.0,
 ) -> Simulator:
     """Start SQS + SES v2 on ``host:port`` (0: a free port) in the running event loop.
 
-    ``faults`` (when given) wins over ``ses_latency``. Close the result when done, or use
-    it as ``async with await start_simulator() as sim``.
+    ``faults`` (when given) wins over ``ses_latency``. With ``events_queue``, the SES
+    events of every accepted email go to that SQS queue (``ses_events``), and
+    ``bounce_rate`` of them bounce (drawn with the fault plan's seed). Close the result
+    when done, or use it as ``async with await start_simulator() as sim``.
     """
+    check_options(events_queue, bounce_rate)
     plan = faults if faults is not None else FaultPlan(latency=ses_latency)
     sqs, ses = SqsApi(), SesApi(plan, keep=keep_sent)
+    events = None
+    if events_queue is not None:
+        events = SesEventPublisher(sqs, events_queue, bounce_rate=bounce_rate, seed=plan.seed)
+        ses.on_accepted = events.accepted
     app = web.Application(client_max_size=64 * 1024 * 1024)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    sim = Simulator(runner, "", sqs, ses, plan.to_json())
+    sim = Simulator(runner, "", sqs, ses, plan.to_json(), events)
     app.add_routes(_control_routes(sim))
     app.router.add_post("/v2/email/outbound-emails", ses.send_email)
     app.router.add_get("/v2/email/account", ses.get_account)

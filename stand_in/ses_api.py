@@ -18,6 +18,7 @@ import json
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
@@ -187,6 +188,8 @@ class SesApi:
         self.calls: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:8]
+        # Told of every accepted email with its configuration set (event publishing).
+        self.on_accepted: Callable[[SentEmail, str | None], None] | None = None
 
     async def send_email(self, request: web.Request) -> web.Response:
         """``SendEmail``: validate, apply faults and latency, record, answer a MessageId."""
@@ -210,19 +213,21 @@ class SesApi:
             for t in payload.get("EmailTags") or ()
             if isinstance(t, dict)
         }
-        self.sent.add(
-            SentEmail(
-                message_id=message_id,
-                from_address=email.from_address,
-                to=email.to,
-                subject=email.subject,
-                kind=email.kind,
-                size=email.size,
-                attachments=email.attachments,
-                tags=tags,
-                accepted_at=time.time(),
-            )
+        accepted = SentEmail(
+            message_id=message_id,
+            from_address=email.from_address,
+            to=email.to,
+            subject=email.subject,
+            kind=email.kind,
+            size=email.size,
+            attachments=email.attachments,
+            tags=tags,
+            accepted_at=time.time(),
         )
+        self.sent.add(accepted)
+        if self.on_accepted is not None:
+            configuration_set = payload.get("ConfigurationSetName")
+            self.on_accepted(accepted, str(configuration_set) if configuration_set else None)
         if error == "drop":
             self.calls["SendEmail:drop"] += 1
             if request.transport is not None:

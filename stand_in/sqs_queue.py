@@ -43,6 +43,15 @@ class NotInFlightError(Exception):
     """The message of this receipt is visible again, so its visibility cannot change."""
 
 
+def uuid_sequence() -> Callable[[], str]:
+    """Unique UUID-shaped ids, cheaply: a random prefix and a counter (in a profile of
+    event publishing, a uuid4 per message and per notification took an eighth of the CPU)."""
+    hex_prefix = uuid.uuid4().hex
+    prefix = f"{hex_prefix[:8]}-{hex_prefix[8:12]}-{hex_prefix[12:16]}-{hex_prefix[16:20]}-"
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter):012x}"
+
+
 def body_md5(body: str) -> str:
     """The MD5 SQS reports for a body (SDKs other than botocore check it)."""
     return hashlib.md5(body.encode("utf-8"), usedforsecurity=False).hexdigest()
@@ -88,6 +97,7 @@ class SimQueue:
         self._receipts: dict[str, StoredMessage] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._tie = itertools.count()
+        self._next_id = uuid_sequence()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self.visible_count = 0
@@ -100,7 +110,7 @@ class SimQueue:
         """Append a message; it is visible now or after its delay."""
         delay = self.delay_seconds if delay_seconds is None else delay_seconds
         msg = StoredMessage(
-            message_id=str(uuid.uuid4()),
+            message_id=self._next_id(),
             body=body,
             md5=body_md5(body),
             sent_ms=int(time.time() * 1000),

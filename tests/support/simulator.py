@@ -28,6 +28,17 @@ async def simulator(aws_env: None) -> AsyncIterator[Simulator]:
 
 
 @pytest.fixture
+async def events_simulator(aws_env: None) -> AsyncIterator[Simulator]:
+    """A fresh simulator that publishes SES events (SNS envelopes) to the SQS queue
+    ``ses-events`` (``sim.events_queue_url``), without SES latency."""
+    sim = await start_simulator(port=0, ses_latency=0.0, events_queue="ses-events")
+    try:
+        yield sim
+    finally:
+        await sim.close()
+
+
+@pytest.fixture
 async def sim_queue(simulator: Simulator) -> AsyncIterator[SqsQueue]:
     """The SQS adapter on an empty queue of the simulator."""
     session = get_session()
