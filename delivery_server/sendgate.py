@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from delivery_server.retry import compute_backoff
+
 ACCOUNT_PAUSE_SECONDS = 60.0
 MAX_OUTAGE_PAUSE = 30.0
 
@@ -23,7 +25,7 @@ class SendGate:
         self._tokens = 1.0
         self._updated = time.monotonic()
         self._paused_until = 0.0
-        self._outage_pause = 0.5
+        self._outages = 0  # unreachable answers since the last success
         self._lock = asyncio.Lock()
 
     @property
@@ -49,15 +51,15 @@ class SendGate:
     def on_unreachable(self) -> None:
         """The provider could not be reached: stop everyone for a growing while (1 s,
         2 s, 4 s … 30 s), so an outage costs a few probes, not the emails' attempts."""
-        self._outage_pause = min(MAX_OUTAGE_PAUSE, max(1.0, self._outage_pause * 2))
-        self.pause_account(self._outage_pause)
+        self._outages += 1
+        self.pause_account(compute_backoff(self._outages, base=1.0, cap=MAX_OUTAGE_PAUSE))
 
     def on_throttled(self) -> None:
         if self._rate is not None:
             self._rate = max(1.0, self._rate / 2)
 
     def on_success(self) -> None:
-        self._outage_pause = 0.5
+        self._outages = 0
         # Recover by 1% of the ceiling per success: back from half in ~50 sends.
         if self._rate is not None and self._max_rate is not None and self._rate < self._max_rate:
             self._rate = min(self._max_rate, self._rate + self._max_rate * 0.01)

@@ -65,6 +65,7 @@ from delivery_server.adapters.aws.direct import SignedJsonClient, open_http
 from delivery_server.adapters.aws.session import AwsHttp, fixed_user_agent
 from delivery_server.errors import DeliveryError, PermanentError, RetryableError, ThrottledError
 from delivery_server.models import Delivery, QueueMessage
+from delivery_server.retry import Jitter, compute_backoff, retry_until
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
@@ -326,15 +327,16 @@ class SqsQueue:
             method = getattr(self._client, xform_name(action))
             response: dict[str, Any] = await method(**params)
             return response
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return await self._direct.call(action, params)
-            except _CALL_ERRORS as exc:
-                if attempt == MAX_ATTEMPTS or not _worth_repeating(exc, action):
-                    raise
-                # botocore's standard mode: random(0, 1) x 2^(attempt - 1), at most 20 s.
-                await asyncio.sleep(random.random() * min(MAX_BACKOFF, 2 ** (attempt - 1)))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        direct = self._direct
+        return await retry_until(
+            lambda: direct.call(action, params),
+            retry_on=lambda exc: isinstance(exc, _CALL_ERRORS) and _worth_repeating(exc, action),
+            # botocore's standard mode: random(0, 1) x 2^(attempt - 1), at most 20 s.
+            delay=lambda failures: compute_backoff(
+                failures, base=1.0, cap=MAX_BACKOFF, jitter=Jitter.FULL, rng=random.random
+            ),
+            attempts=MAX_ATTEMPTS,
+        )
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -20,6 +19,7 @@ from delivery_server.adapters.store_sql.engine import (
     classify,
 )
 from delivery_server.errors import RetryableError
+from delivery_server.retry import Jitter, compute_backoff, retry_until
 
 T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[T]]
@@ -27,7 +27,7 @@ Work = Callable[[AsyncConnection], Awaitable[T]]
 # Deadlocks between claimers, publishers and the settler are normal under load on
 # InnoDB; a few quick retries of the whole transaction make them invisible to the core.
 CONTENTION_ATTEMPTS = 5
-CONTENTION_BASE_DELAY = 0.01
+CONTENTION_BASE_DELAY = 0.01  # the first retry waits up to twice this, then doubling
 
 
 class Database:
@@ -46,9 +46,10 @@ class Database:
         its first statement; raise ``RetryableError`` when the database cannot be
         reached. Errors raised by ``work`` itself pass through unchanged. (What ``work``
         does before its first statement may so run twice: keep it to the database.)"""
-        attempt = 1
         stale_retried = False
-        while True:
+
+        async def transaction() -> T:
+            nonlocal stale_retried
             answered: Answered | None = None
             try:
                 async with self._writer(write), self.engine.connect() as conn:
@@ -57,22 +58,29 @@ class Database:
                         await conn.execution_options(**{WRITE_OPTION: True})
                     async with conn.begin():
                         return await work(conn)
-            except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
-                failure = classify(exc)
-                if failure is Failure.CONTENTION and attempt < CONTENTION_ATTEMPTS:
-                    await asyncio.sleep(CONTENTION_BASE_DELAY * 2**attempt * random.random())
-                    attempt += 1
-                    continue
-                if failure is Failure.CONTENTION:
-                    raise RetryableError("database busy: deadlock or lock wait timeout") from exc
-                if _stale(exc, answered) and not stale_retried:
-                    # Typically a database restart since the connection was last used:
-                    # the pool has dropped its other old connections too.
-                    stale_retried = True
-                    continue
-                if failure is Failure.UNAVAILABLE:
-                    raise RetryableError("database unavailable: connection failed") from exc
-                raise
+            except sa_exc.DBAPIError as exc:
+                if stale_retried or not _stale(exc, answered):
+                    raise
+                # Typically a database restart since the connection was last used: the
+                # pool has dropped its other old connections too. Retried at once, once
+                # per call, and not counted as a contention attempt.
+                stale_retried = True
+                return await transaction()
+
+        try:
+            return await retry_until(
+                transaction,
+                retry_on=_contention,
+                delay=_contention_delay,
+                attempts=CONTENTION_ATTEMPTS,
+            )
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+            failure = classify(exc)
+            if failure is Failure.CONTENTION:
+                raise RetryableError("database busy: deadlock or lock wait timeout") from exc
+            if failure is Failure.UNAVAILABLE:
+                raise RetryableError("database unavailable: connection failed") from exc
+            raise
 
     @contextlib.asynccontextmanager
     async def _writer(self, write: bool) -> AsyncIterator[None]:
@@ -85,6 +93,15 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def _contention(exc: Exception) -> bool:
+    return classify(exc) is Failure.CONTENTION
+
+
+def _contention_delay(failures: int) -> float:
+    # Full jitter: the transactions that deadlocked each other must not retry in step.
+    return compute_backoff(failures, base=2 * CONTENTION_BASE_DELAY, jitter=Jitter.FULL)
 
 
 def _stale(exc: sa_exc.DBAPIError | sa_exc.TimeoutError, answered: Answered | None) -> bool:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from delivery_server.models import (
     Template,
     utcnow,
 )
+from delivery_server.retry import compute_backoff, retry_until
 
 # A consumer that outlived its lease still knows best how its send ended: the
 # reconciler's "unknown" is a guess that a confirmed outcome may overwrite.
@@ -226,17 +226,13 @@ class EmailQueries(Queries):
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(RELEASE_UNCONFIRMED_CLAIMS, {**params, "b_now": utcnow()})
 
-        give_up = time.monotonic() + deadline
-        delay = 0.1
-        while True:
-            try:
-                await self._db.run(work)
-                return
-            except RetryableError:
-                if time.monotonic() + delay > give_up:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        with contextlib.suppress(RetryableError):
+            await retry_until(
+                lambda: self._db.run(work),
+                retry_on=lambda exc: isinstance(exc, RetryableError),
+                delay=lambda failures: compute_backoff(failures, base=0.1, cap=2.0),
+                within=deadline,
+            )
 
     async def template(self, name: str, locale: str) -> Template | None:
         """The highest version of a template in a locale, or None."""
