@@ -9,7 +9,6 @@ from typing import Literal
 
 import structlog
 
-from delivery_server.acks import DeleteBatcher
 from delivery_server.consumer import Consumer
 from delivery_server.errors import ConfigError
 from delivery_server.fleet import FleetRate
@@ -25,6 +24,7 @@ from delivery_server.reconciler import Reconciler
 from delivery_server.renderer import Renderer
 from delivery_server.sendgate import SendGate
 from delivery_server.settings import Settings
+from delivery_server.settlement import Settlements
 
 log = structlog.get_logger(__name__)
 
@@ -225,19 +225,17 @@ async def _consume(
 ) -> None:
     sender = await stack.enter_async_context(open_sender(settings))
     attachments = await stack.enter_async_context(open_attachments(settings))
-    acks = DeleteBatcher(queue)
-    flusher = asyncio.create_task(acks.run())
+    settlements = Settlements(queue)
     gate = SendGate()
     metrics.sending_paused.set_function(lambda: 1.0 if gate.paused_for() > 0 else 0.0)
     fleet = await _join_fleet(settings, store, sender, gate, heartbeats)
     pipeline = Pipeline(
         store,
-        queue,
+        settlements,
         sender,
         attachments,
         Renderer(settings.max_rendered_bytes),
         metrics,
-        acks,
         gate,
         PipelinePolicy(
             lease_seconds=settings.lease_seconds,
@@ -263,8 +261,7 @@ async def _consume(
                 tasks.create_task(fleet.run(stop))
             tasks.create_task(consumer.run(stop))
     finally:
-        acks.close()
-        await flusher
+        await settlements.close()
 
 
 async def _join_fleet(

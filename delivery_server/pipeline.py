@@ -1,8 +1,10 @@
 """Handling of one queue message: claim → render → send → record → acknowledge.
 
-Every path ends in exactly one settlement of the message (delete it, or hide it for a
-retry, or make it visible again), and of the email row (sent, queued again, failed,
-unknown). The core decides from the error class alone (``retry.decide``).
+Every path ends in exactly one settlement of the message, through its ``Settlement``
+(delete it, or hide it for a retry, or make it visible again; handed back if a path
+ends without one), and of the email row (sent, queued again, failed, unknown). The
+email row is written first: a message must not come back before its email is
+``queued`` again. The core decides from the error class alone (``retry.decide``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from enum import Enum
 
 import structlog
 
-from delivery_server.acks import DeleteBatcher
 from delivery_server.errors import (
     AccountPausedError,
     DeliveryError,
@@ -35,10 +36,11 @@ from delivery_server.models import (
     Template,
     utcnow,
 )
-from delivery_server.ports import AttachmentLoader, EmailStore, Queue, Sender
+from delivery_server.ports import AttachmentLoader, EmailStore, Sender
 from delivery_server.renderer import Renderer
-from delivery_server.retry import Action, decide
+from delivery_server.retry import Action, compute_backoff, decide, retry_until
 from delivery_server.sendgate import SendGate
+from delivery_server.settlement import Settlement, Settlements
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +49,9 @@ DEFAULT_LOCALE = "en"
 PAUSED_JOB_RECHECK_SECONDS = 60
 # How long a message waits after its claim could not reach the database.
 CLAIM_RETRY_SECONDS = 5
+# A write that settles an email is retried from 0.2 s, doubling, up to 5 s apart.
+RECORD_RETRY_BASE = 0.2
+RECORD_RETRY_CAP = 5.0
 _TEMPLATE_TTL = 30.0
 _MAX_ERROR_CHARS = 1000
 
@@ -97,38 +102,49 @@ class Pipeline:
     def __init__(
         self,
         store: EmailStore,
-        queue: Queue,
+        settlements: Settlements,
         sender: Sender,
         attachments: AttachmentLoader,
         renderer: Renderer,
         metrics: Metrics,
-        acks: DeleteBatcher,
         gate: SendGate,
         policy: PipelinePolicy,
     ) -> None:
         self._store = store
-        self._queue = queue
+        self._settlements = settlements
         self._sender = sender
         self._attachments = attachments
         self._renderer = renderer
         self._metrics = metrics
-        self._acks = acks
         self._gate = gate
         self._policy = policy
         self._templates = TemplateCache(store)
 
     async def handle(self, delivery: Delivery) -> None:
-        """Handle one delivery; never raises except ``CancelledError``."""
+        """Handle one delivery and settle its message.
+
+        A failed send is not an error here: it is settled by its class. What does raise:
+        ``CancelledError`` (after the message was handed back, or the email recorded
+        ``unknown`` if it may have left), and the error of a store write or queue call
+        that could not be retried away (a settle write still failing after half the
+        lease, a refused visibility change, an unexpected error from the claim). Then
+        the message is handed back unless that failed call was its settlement (it comes
+        back after its visibility timeout), and the lease and the reconciler settle the
+        email."""
+        async with self._settlements.of(delivery) as settlement:
+            await self._handle(delivery, settlement)
+
+    async def _handle(self, delivery: Delivery, settlement: Settlement) -> None:
         try:
             message = QueueMessage.from_body(delivery.body)
         except PermanentError as exc:
             log.error("queue_message_malformed", error=str(exc))
-            await self._acks.delete(delivery.receipt)
+            await settlement.delete()
             return
         bound = log.bind(job_id=message.job_id, email_id=message.email_id)
         if self._gate.paused_for() > 0:
             # Sending is stopped account-wide: don't claim, don't burn an attempt.
-            await self._queue.change_visibility(delivery.receipt, int(self._gate.paused_for()) + 1)
+            await settlement.retry_after(int(self._gate.paused_for()) + 1)
             return
         try:
             result = await self._store.claim(message.email_id, self._policy.lease_seconds)
@@ -136,25 +152,25 @@ class Pipeline:
             # The database is away; the store gave back anything it may have claimed.
             # The message comes back in a few seconds instead of after the whole lease.
             bound.warning("claim_failed", error=str(exc)[:200])
-            await self._queue.change_visibility(delivery.receipt, CLAIM_RETRY_SECONDS)
+            await settlement.retry_after(CLAIM_RETRY_SECONDS)
             return
         if result.outcome is ClaimOutcome.JOB_PAUSED:
-            await self._queue.change_visibility(delivery.receipt, PAUSED_JOB_RECHECK_SECONDS)
+            await settlement.retry_after(PAUSED_JOB_RECHECK_SECONDS)
             return
         if result.claimed is None:
             bound.debug("claim_lost", outcome=result.outcome.value)
-            await self._acks.delete(delivery.receipt)
+            await settlement.delete()
             return
         self._metrics.inflight.inc()
         try:
-            await self._process(result.claimed, delivery, bound)
+            await self._process(result.claimed, settlement, bound)
         finally:
             self._metrics.inflight.dec()
 
     async def _process(
         self,
         claimed: ClaimedEmail,
-        delivery: Delivery,
+        settlement: Settlement,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
         stage = _Stage.PREPARING
@@ -169,17 +185,17 @@ class Pipeline:
             finally:
                 self._metrics.send_duration.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
-            await self._settle_cancelled(email_id, delivery, stage, bound)
+            await self._settle_cancelled(email_id, settlement, stage, bound)
             raise
         except Exception as exc:  # every failure is settled by class (retry.decide)
-            await self._settle_failure(claimed, delivery, exc, bound)
+            await self._settle_failure(claimed, settlement, exc, bound)
             return
         await self._record(lambda: self._store.mark_sent(email_id, provider_id, utcnow()), bound)
         self._gate.on_success()
         self._metrics.emails_sent.inc()
         self._metrics.send_attempts.labels(outcome="sent").inc()
         bound.debug("email_sent", attempt=claimed.email.attempts)
-        await self._acks.delete(delivery.receipt)
+        await settlement.delete()
 
     async def _prepare(self, claimed: ClaimedEmail) -> OutgoingEmail:
         email, job = claimed.email, claimed.job
@@ -204,7 +220,7 @@ class Pipeline:
     async def _settle_failure(
         self,
         claimed: ClaimedEmail,
-        delivery: Delivery,
+        settlement: Settlement,
         exc: Exception,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
@@ -219,7 +235,7 @@ class Pipeline:
             await self._record(
                 lambda: self._store.mark_retry(email_id, error, count_attempt=True), bound
             )
-            await self._queue.change_visibility(delivery.receipt, round(decision.delay))
+            await settlement.retry_after(round(decision.delay))
             self._metrics.send_attempts.labels(outcome="retry").inc()
             bound.info(
                 "email_retry",
@@ -231,7 +247,7 @@ class Pipeline:
             await self._record(
                 lambda: self._store.mark_retry(email_id, error, count_attempt=False), bound
             )
-            await self._queue.change_visibility(delivery.receipt, round(decision.delay))
+            await settlement.retry_after(round(decision.delay))
             if isinstance(exc, AccountPausedError):
                 self._gate.pause_account()
                 self._metrics.send_attempts.labels(outcome="paused").inc()
@@ -247,7 +263,7 @@ class Pipeline:
             await self._record(
                 lambda: self._store.mark_final(email_id, EmailStatus.UNKNOWN, error), bound
             )
-            await self._acks.delete(delivery.receipt)
+            await settlement.delete()
             self._metrics.emails_unknown.inc()
             self._metrics.send_attempts.labels(outcome="unknown").inc()
             bound.warning("email_unknown", error=type(exc).__name__)
@@ -255,7 +271,7 @@ class Pipeline:
             await self._record(
                 lambda: self._store.mark_final(email_id, EmailStatus.FAILED, error), bound
             )
-            await self._acks.delete(delivery.receipt)
+            await settlement.delete()
             self._metrics.emails_failed.inc()
             self._metrics.send_attempts.labels(outcome="failed").inc()
             bound.info("email_failed", attempt=claimed.email.attempts, error=type(exc).__name__)
@@ -263,7 +279,7 @@ class Pipeline:
     async def _settle_cancelled(
         self,
         email_id: int,
-        delivery: Delivery,
+        settlement: Settlement,
         stage: _Stage,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
@@ -271,15 +287,15 @@ class Pipeline:
         try:
             if stage is _Stage.PREPARING:
                 await self._store.mark_retry(email_id, None, count_attempt=False)
-                await self._queue.change_visibility(delivery.receipt, 0)
+                await settlement.hand_back()
             else:
                 await self._store.mark_final(
                     email_id, EmailStatus.UNKNOWN, "send interrupted by shutdown"
                 )
-                await self._acks.delete(delivery.receipt)
+                await settlement.delete()
                 self._metrics.emails_unknown.inc()
             bound.warning("email_interrupted", stage=stage.name.lower())
-        except Exception as exc:  # the lease and the reconciler settle it later
+        except Exception as exc:  # handed back on exit; the lease and reconciler do the rest
             bound.warning("interrupt_settle_failed", error=type(exc).__name__)
 
     async def _record(
@@ -288,15 +304,16 @@ class Pipeline:
         """Retry a write that settles an email: after a send, losing it would turn a
         delivered email into an ``unknown`` one. Bounded by half the lease, after which
         the reconciler owns the email."""
-        delay = 0.2
-        deadline = time.monotonic() + self._policy.lease_seconds / 2
-        while True:
-            try:
-                await write()
-                return
-            except RetryableError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                bound.warning("store_write_retry", error=str(exc)[:200], retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        def log_retry(exc: Exception, delay: float) -> None:
+            bound.warning("store_write_retry", error=str(exc)[:200], retry_in=delay)
+
+        await retry_until(
+            write,
+            retry_on=lambda exc: isinstance(exc, RetryableError),
+            delay=lambda failures: compute_backoff(
+                failures, base=RECORD_RETRY_BASE, cap=RECORD_RETRY_CAP
+            ),
+            within=self._policy.lease_seconds / 2,
+            on_retry=log_retry,
+        )
