@@ -29,11 +29,6 @@ class SqlStore(PublishingQueries, EmailQueries, AdminQueries, InstanceQueries):
         Connections are opened lazily, on first use; a bad URL is a ``ConfigError``."""
         return cls(Database(create_engine(database_url, pool_size=pool_size)))
 
-    @property
-    def dialect(self) -> str:
-        """``mysql`` or ``sqlite`` (for logs and diagnostics)."""
-        return self._db.engine.dialect.name
-
     async def close(self) -> None:
         """Finish the batches under way, then release the connection pool."""
         await self._close_batchers()
