@@ -164,7 +164,7 @@ async def test_upgrade_is_idempotent_and_creates_the_design_columns(
         versions = (await conn.execute(version_query)).all()
     for table, expected in DESIGN_COLUMNS.items():
         assert expected <= columns[table], table
-    assert [tuple(v) for v in versions] == [("0002",)]  # the head revision
+    assert [tuple(v) for v in versions] == [("0003",)]  # the head revision
 
 
 @pytest.mark.parametrize("backend", STORE_BACKENDS)
@@ -463,7 +463,8 @@ async def test_a_claim_locks_its_emails_but_not_their_job(mariadb_url: str) -> N
         job, ids = await processing_job(store, 2)
         await queue_all(store, job.id)
         async with engine.begin() as claimer, engine.begin() as settler:
-            locked = (await claimer.execute(LOCK_QUEUED, {"b_email_ids": ids})).mappings().all()
+            params = {"b_email_ids": ids, "b_now": utcnow()}
+            locked = (await claimer.execute(LOCK_QUEUED, params)).mappings().all()
             assert [(row["id"], job_from_json(row[JOB_JSON]).name) for row in locked] == [
                 (i, "statements") for i in ids
             ]

@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from delivery_server.adapters.store_sql.base import INSERT_BATCH, Queries, batches, count_statuses
 from delivery_server.adapters.store_sql.rows import job_from_row, template_from_row
 from delivery_server.adapters.store_sql.schema import email, job, template
+from delivery_server.adapters.store_sql.tracking import delivery_counts
 from delivery_server.errors import NotFoundError, PermanentError
 from delivery_server.models import (
+    DeliveryStatus,
     EmailStatus,
     Job,
     JobStatus,
@@ -105,16 +107,20 @@ class AdminQueries(Queries):
         self, job_id: int, status: JobStatus, expected: Sequence[JobStatus] | None = None
     ) -> Job:
         """Change a job's status, only from ``expected`` when given (``PermanentError``
-        otherwise). A finishing status sets ``finished_at``; any other clears it."""
+        otherwise). A finishing status sets ``finished_at``; any other clears it. Any
+        status but ``paused`` clears ``paused_reason`` (a resume is an operator's word)."""
 
         async def work(conn: AsyncConnection) -> Job:
             conditions = [job.c.id == job_id]
             if expected is not None:
                 conditions.append(job.c.status.in_(expected))
-            finished_at = utcnow() if status in FINISHED_JOBS else None
-            result = await conn.execute(
-                sa.update(job).where(*conditions).values(status=status, finished_at=finished_at)
-            )
+            values: dict[str, Any] = {
+                "status": status,
+                "finished_at": utcnow() if status in FINISHED_JOBS else None,
+            }
+            if status is not JobStatus.PAUSED:
+                values["paused_reason"] = None
+            result = await conn.execute(sa.update(job).where(*conditions).values(values))
             current = await _job(conn, job_id)
             if result.rowcount != 1:
                 allowed = ", ".join(s.value for s in expected or ())
@@ -139,8 +145,8 @@ class AdminQueries(Queries):
         return await self._db.run(read, write=False)
 
     async def job_summary(self, job_id: int) -> JobSummary:
-        """The job, its email counts by status and up to ten (email id, last error)
-        pairs, newest first. No addresses."""
+        """The job, its email counts by status and by delivery status, and up to ten
+        (email id, last error) pairs, newest first. No addresses."""
 
         async def read(conn: AsyncConnection) -> JobSummary:
             current = await _job(conn, job_id)
@@ -156,7 +162,13 @@ class AdminQueries(Queries):
                 .limit(LAST_ERRORS)
             )
             last_errors = [(row.id, row.last_error) for row in errors]
-            return JobSummary(job=current, counts=counts, last_errors=last_errors)
+            delivered = await delivery_counts(conn, [job_id])
+            return JobSummary(
+                job=current,
+                counts=counts,
+                last_errors=last_errors,
+                delivery_counts={status: delivered.get(status, 0) for status in DeliveryStatus},
+            )
 
         return await self._db.run(read, write=False)
 

@@ -21,6 +21,7 @@ from delivery_server.adapters.store_sql.rows import (
     template_from_row,
 )
 from delivery_server.adapters.store_sql.schema import email, job, template
+from delivery_server.adapters.store_sql.suppressions import address_suppressed, suppress_locked
 from delivery_server.batching import Batcher
 from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.models import (
@@ -52,8 +53,9 @@ _EMAIL_IDS: sa.BindParameter[Any] = sa.bindparam("b_email_ids", expanding=True)
 # the job row too (every claim of a job would queue behind the others and behind the
 # settler); a subquery of a locking read does not lock (tested).
 _EMAIL_WITH_JOB_JSON = [*email.c, job_json_of_email()]
+# With each email, whether its address is suppressed (one primary-key probe; ``b_now``).
 LOCK_QUEUED = (
-    sa.select(*_EMAIL_WITH_JOB_JSON)
+    sa.select(*_EMAIL_WITH_JOB_JSON, address_suppressed())
     .where(email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.QUEUED)
     .order_by(email.c.id)
     .with_for_update()
@@ -141,7 +143,9 @@ SENT_BATCH_DELAY = 0.02
 
 
 @dataclass(frozen=True, slots=True)
-class _Sent:
+class SendRecord:
+    """A confirmed send: which email, the provider's message id, when."""
+
     email_id: int
     provider_message_id: str
     sent_at: datetime
@@ -153,7 +157,7 @@ class EmailQueries(Queries):
     outcome, and only once it is committed."""
 
     _claims: dict[float, Batcher[int, ClaimResult]]
-    _sent: Batcher[_Sent, None]
+    _sent: Batcher[SendRecord, None]
 
     def _init_batchers(self) -> None:
         self._claims = {}
@@ -196,7 +200,8 @@ class EmailQueries(Queries):
         unique = sorted(set(email_ids))
 
         async def work(conn: AsyncConnection) -> list[ClaimResult]:
-            locked = (await conn.execute(LOCK_QUEUED, {"b_email_ids": unique})).mappings().all()
+            params = {"b_email_ids": unique, "b_now": now}
+            locked = (await conn.execute(LOCK_QUEUED, params)).mappings().all()
             claimed: dict[int, ClaimResult] = {}
             if locked:
                 claimed = await _claim_locked(conn, locked, now, lease_until)
@@ -257,20 +262,15 @@ class EmailQueries(Queries):
     async def mark_sent(self, email_id: int, provider_message_id: str, sent_at: datetime) -> None:
         """Record a confirmed send of a claimed (or lease-expired) email; returns once it
         is committed (with the other sends recorded in the same moment)."""
-        await self._sent.submit(_Sent(email_id, provider_message_id, sent_at))
+        await self._sent.submit(SendRecord(email_id, provider_message_id, sent_at))
 
-    async def _mark_sent_batch(self, sends: list[_Sent]) -> list[None]:
+    async def _mark_sent_batch(self, sends: list[SendRecord]) -> list[None]:
         async def work(conn: AsyncConnection) -> None:
             ids = [send.email_id for send in sends]
             recorded = (await conn.execute(*_mark_sent_many(sends, EmailStatus.SENDING))).rowcount
             if recorded == len(set(ids)):
                 return  # the usual batch: every email was still ``sending``
-            # Sends confirmed after the reconciler called them unknown (the lease ran out
-            # mid-send): their job may have been finished as failed on that guess.
-            late = (await conn.execute(LATE_CONFIRMATIONS, {"b_email_ids": ids})).scalars().all()
-            if late:
-                await conn.execute(*_mark_sent_many(sends, EmailStatus.UNKNOWN))
-                await conn.execute(REOPEN_JOBS, {"b_job_ids": sorted(set(late))})
+            await record_late_sends(conn, sends)
 
         await self._db.run(work)
         return [None] * len(sends)
@@ -298,7 +298,13 @@ class EmailQueries(Queries):
 async def _claim_locked(
     conn: AsyncConnection, locked: Sequence[sa.RowMapping], now: datetime, lease_until: datetime
 ) -> dict[int, ClaimResult]:
-    """Claim the locked queued rows; return the claimed ones (malformed ones failed)."""
+    """Claim the locked queued rows; return the claimed ones (malformed ones failed).
+    Suppressed ones become ``suppressed`` instead (``_why_not_claimed`` reports them)."""
+    suppressed = await suppress_locked(conn, locked, now)
+    if suppressed:
+        locked = [row for row in locked if row["id"] not in suppressed]
+        if not locked:
+            return {}
     ids = [row["id"] for row in locked]
     params = {"b_email_ids": ids, "b_now": now, "b_lease_until": lease_until}
     count = (await conn.execute(CLAIM_MANY, params)).rowcount
@@ -333,6 +339,8 @@ async def _why_not_claimed(conn: AsyncConnection, email_ids: list[int]) -> dict[
 
 
 def _reason(status: str, job_status: str) -> ClaimOutcome:
+    if status == EmailStatus.SUPPRESSED:
+        return ClaimOutcome.SUPPRESSED
     if job_status == JobStatus.PAUSED and status == EmailStatus.QUEUED:
         return ClaimOutcome.JOB_PAUSED
     if job_status not in (JobStatus.PROCESSING, JobStatus.PAUSED):
@@ -353,7 +361,21 @@ def _per_request(email_ids: list[int], outcomes: dict[int, ClaimResult]) -> list
     return results
 
 
-def _mark_sent_many(sends: list[_Sent], status: EmailStatus) -> tuple[sa.Update, dict[str, Any]]:
+async def record_late_sends(conn: AsyncConnection, sends: list[SendRecord]) -> None:
+    """Record the sends among ``sends`` of emails the reconciler called ``unknown``
+    (their lease ran out mid-send), and reopen their jobs: they may have been finished
+    as failed on that guess; the settler counts them again. (Also how SES's own ``Send``
+    events resolve ``unknown`` emails.)"""
+    ids = [send.email_id for send in sends]
+    late = (await conn.execute(LATE_CONFIRMATIONS, {"b_email_ids": ids})).scalars().all()
+    if late:
+        await conn.execute(*_mark_sent_many(sends, EmailStatus.UNKNOWN))
+        await conn.execute(REOPEN_JOBS, {"b_job_ids": sorted(set(late))})
+
+
+def _mark_sent_many(
+    sends: list[SendRecord], status: EmailStatus
+) -> tuple[sa.Update, dict[str, Any]]:
     """One UPDATE recording many sends (each its own message id and time) of the emails
     among them that are in ``status``."""
     params: dict[str, Any] = {"b_now": utcnow()}

@@ -12,7 +12,16 @@ import sqlalchemy as sa
 
 from delivery_server.adapters.store_sql.schema import email, job
 from delivery_server.errors import PermanentError
-from delivery_server.models import AttachmentRef, Email, EmailStatus, Job, JobStatus, Template
+from delivery_server.models import (
+    AttachmentRef,
+    Email,
+    EmailStatus,
+    Job,
+    JobStatus,
+    Suppression,
+    SuppressionReason,
+    Template,
+)
 
 # The job of a ``delivery_email`` row as one JSON object column (a correlated scalar
 # subquery): the claim reads one for each email, and the driver's per-column cost (column
@@ -61,6 +70,8 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         total_count=row["total_count"],
         sent_count=row["sent_count"],
         failed_count=row["failed_count"],
+        # Absent from the values ``create_job`` builds its answer from.
+        paused_reason=row.get("paused_reason"),
     )
 
 
@@ -103,4 +114,15 @@ def template_from_row(row: Mapping[Any, Any]) -> Template:
         text_body=row["text_body"],
         html_body=row["html_body"],
         created_at=row["created_at"],
+    )
+
+
+def suppression_from_row(row: Mapping[Any, Any]) -> Suppression:
+    """An entry from a row of ``delivery_suppression``."""
+    return Suppression(
+        address=row["address"],
+        reason=SuppressionReason(row["reason"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        note=row["note"],
     )

@@ -18,10 +18,20 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 # Statement bodies can be large; TEXT is 64 KiB on MySQL.
 Body = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# A normalised address, compared exactly: MariaDB's default collation would take
+# "jäne@" and "jane@" for one address (and one primary key). Mixed with the emails'
+# case-insensitive collation in a comparison, the binary one is used, so the index is.
+ADDRESS_CHARS = 320
+Address = sa.String(ADDRESS_CHARS).with_variant(
+    mysql.VARCHAR(ADDRESS_CHARS, collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 # Stored as JSON text on both; None stays SQL NULL rather than the JSON literal null.
 JsonValue = sa.JSON(none_as_null=True)
 
 JOB_STATUS_INDEX = "ix_delivery_email_job_status"
+JOB_DELIVERY_INDEX = "ix_delivery_email_job_delivery"
+# Short enough to index and to show in a table: a bounce type or an SMTP status line.
+DELIVERY_DETAIL_CHARS = 255
 
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
@@ -58,6 +68,7 @@ job = sa.Table(
     sa.Column("total_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("sent_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("failed_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("paused_reason", sa.Text(), nullable=True),
     # The publisher polls for processing jobs that are due.
     sa.Index("ix_delivery_job_status_scheduled", "status", "scheduled_at"),
     **MYSQL_TABLE_OPTIONS,
@@ -85,10 +96,62 @@ email = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.Column("sent_at", Timestamp, nullable=True),
     sa.Column("lease_until", Timestamp, nullable=True),
+    # What the recipient's side reported (tracking), apart from the pipeline's status.
+    sa.Column("delivery_status", sa.String(16), nullable=True),
+    sa.Column("delivery_detail", sa.String(DELIVERY_DETAIL_CHARS), nullable=True),
+    sa.Column("delivery_updated_at", Timestamp, nullable=True),
+    sa.Column("opened_at", Timestamp, nullable=True),
+    sa.Column("clicked_at", Timestamp, nullable=True),
     # Publishing pages (job, pending, by id), per-job counts, and the job summary.
     sa.Index(JOB_STATUS_INDEX, "job_id", "status", "id"),
     # The reconciler: stale queued emails and expired sending leases.
     sa.Index("ix_delivery_email_status_updated", "status", "updated_at"),
+    # Tracking: events without an email_id tag are matched by SES's message id.
+    sa.Index("ix_delivery_email_provider_message_id", "provider_message_id"),
+    # Per-job counts by delivery status: the job summary, the gauge and the brake.
+    sa.Index(JOB_DELIVERY_INDEX, "job_id", "delivery_status"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# What SES reported, each event once. No foreign keys: the history outlives purged
+# emails, and an unmatched event has no email at all.
+event = sa.Table(
+    "delivery_event",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("email_id", Id, nullable=True),
+    sa.Column("job_id", Id, nullable=True),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("provider_message_id", sa.String(255), nullable=False),
+    sa.Column("occurred_at", Timestamp, nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("detail", JsonValue, nullable=True),
+    # What the event weighs on the sending account's reputation, for the brake:
+    # ``hard_bounce`` or ``complaint`` (SES's bounce and complaint rates), else NULL.
+    sa.Column("reputation", sa.String(16), nullable=True),
+    # Redeliveries and duplicate notifications are recognised by this key.
+    sa.UniqueConstraint(
+        "provider_message_id", "event_type", "occurred_at", name="uq_delivery_event_once"
+    ),
+    # An email's history.
+    sa.Index("ix_delivery_event_email", "email_id", "occurred_at"),
+    # The brake's counts: read from the index alone.
+    sa.Index("ix_delivery_event_job_reputation", "job_id", "reputation", "email_id"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Addresses never to be mailed again (or not before ``expires_at``), normalised: the
+# claim looks each email's address up here by primary key.
+suppression = sa.Table(
+    "delivery_suppression",
+    metadata,
+    sa.Column("address", Address, primary_key=True),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=True),
+    sa.Column("note", sa.Text(), nullable=True),
+    # ``suppressions list``: newest first.
+    sa.Index("ix_delivery_suppression_created", "created_at"),
     **MYSQL_TABLE_OPTIONS,
 )
 
