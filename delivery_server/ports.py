@@ -13,16 +13,21 @@ from typing import Protocol
 from delivery_server.models import (
     Attachment,
     AttachmentRef,
+    BrakeCounts,
     ClaimResult,
     Delivery,
+    DeliveryStatus,
     EmailStatus,
+    EventOutcome,
     Job,
     JobStatus,
     JobSummary,
     NewEmail,
     OutgoingEmail,
     QueueMessage,
+    Suppression,
     Template,
+    TrackingEvent,
 )
 
 # Publishes a batch of messages; returns the email ids whose message was NOT accepted.
@@ -217,7 +222,63 @@ class FleetStore(Protocol):
         ...
 
 
-class Store(PublisherStore, EmailStore, ReconcilerStore, AdminStore, FleetStore, Protocol):
+class TrackingStore(Protocol):
+    """What the tracker, the reputation brake and the delivery gauge need from the
+    database."""
+
+    async def record_events(self, events: Sequence[TrackingEvent]) -> list[EventOutcome]:
+        """Store each event once and apply it to its email, all in one transaction; one
+        outcome per event, in order. An event is matched by its ``email_id`` tag, then by
+        its provider message id. Applying it: the delivery status moves forward only, an
+        ``Open``/``Click`` stamps ``opened_at``/``clicked_at``, a ``Send`` or ``Delivery``
+        turns an ``unknown`` email ``sent`` (its job finishes as any other), and a
+        permanent bounce or a complaint suppresses its recipients. An ``early`` event
+        (its email has no send record yet) is not stored: the caller offers it again."""
+        ...
+
+    async def brake_counts(self, job_ids: Sequence[int]) -> dict[int, BrakeCounts]:
+        """Sent emails, permanent bounces and complaints of each job that exists."""
+        ...
+
+    async def pause_job(self, job_id: int, reason: str) -> bool:
+        """Pause a processing job, saying why (``paused_reason``); False when the job was
+        not processing (already paused, finished, cancelled, or gone)."""
+        ...
+
+    async def count_by_delivery_status(self) -> dict[DeliveryStatus, int]:
+        """Emails by delivery status (every status, zero when absent), over the jobs in
+        flight or finished lately: what the ``delivery_emails_delivery`` gauge shows."""
+        ...
+
+
+class SuppressionStore(Protocol):
+    """The suppression list, as operators and the unsubscribe endpoint change it."""
+
+    async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
+        """Suppress addresses (normalised here too). An address already listed keeps its
+        entry unless the new one lasts longer (an entry is never shortened: one that lasts
+        forever stays). Return how many entries were added or lengthened."""
+        ...
+
+    async def remove_suppressions(self, addresses: Sequence[str]) -> int:
+        """Take addresses off the list; return how many were on it."""
+        ...
+
+    async def suppressions(self, limit: int, offset: int = 0) -> list[Suppression]:
+        """A page of the list (expired entries included), newest first."""
+        ...
+
+
+class Store(
+    PublisherStore,
+    EmailStore,
+    ReconcilerStore,
+    AdminStore,
+    FleetStore,
+    TrackingStore,
+    SuppressionStore,
+    Protocol,
+):
     """Everything the database does; one adapter implements it for MySQL and SQLite."""
 
     async def count_by_status(self) -> tuple[dict[JobStatus, int], dict[EmailStatus, int]]:
