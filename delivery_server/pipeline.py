@@ -157,6 +157,11 @@ class Pipeline:
         if result.outcome is ClaimOutcome.JOB_PAUSED:
             await settlement.retry_after(PAUSED_JOB_RECHECK_SECONDS)
             return
+        if result.outcome is ClaimOutcome.SUPPRESSED:
+            # The store made the email final (never sent, not an attempt): nothing to do.
+            bound.info("email_suppressed")
+            await settlement.delete()
+            return
         if result.claimed is None:
             bound.debug("claim_lost", outcome=result.outcome.value)
             await settlement.delete()
