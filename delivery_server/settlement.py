@@ -6,8 +6,11 @@ message, hides it for a retry or hands it back.
         await settlement.delete()       # or retry_after(seconds) / hand_back()
 
 A settlement settles its message exactly once and remembers how; leaving the block
-unsettled (an unexpected error, a cancellation before the handler settled) hands the
-message back, so no path can forget it and none can settle it twice.
+unsettled hands the message back, so no path can forget it and none can settle it twice.
+A cancellation (shutdown) hands it back at once, for another consumer; an unexpected error
+hands it back after ``ERROR_RETRY_SECONDS``: such an error is rarely the message's own (the
+database is down, say), and handing it back at once would receive and fail it again in a
+hot loop.
 
 Deletes are batched (``batching.Batcher``): a settled message is deleted with up to nine
 others in one request, and the handler does not wait for it. A delete that is lost (the
@@ -31,6 +34,7 @@ log = structlog.get_logger(__name__)
 SQS_BATCH = 10  # receipts per DeleteMessageBatch
 # How long a partial batch of deletes waits for more: settles come in bursts.
 DELETE_DELAY = 0.05
+ERROR_RETRY_SECONDS = 30
 
 
 class Settled(StrEnum):
@@ -92,7 +96,10 @@ class Settlement:
         if self._settled is not None:
             return
         try:
-            await self.hand_back()
+            if isinstance(exc, Exception):
+                await self.retry_after(ERROR_RETRY_SECONDS)
+            else:
+                await self.hand_back()
         except Exception as error:  # it comes back after its visibility timeout instead
             log.warning("hand_back_failed", error=type(error).__name__)
 

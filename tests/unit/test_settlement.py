@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from delivery_server.models import Delivery
-from delivery_server.settlement import Settled, Settlements
+from delivery_server.settlement import ERROR_RETRY_SECONDS, Settled, Settlements
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -142,13 +142,15 @@ async def test_leaving_the_block_unsettled_hands_the_message_back() -> None:
     assert queue.visibility == [("r", 0)]
 
 
-async def test_an_error_in_the_block_hands_the_message_back_and_passes_through() -> None:
+async def test_an_error_in_the_block_hands_the_message_back_later_and_passes_through() -> None:
     queue = RecordingQueue()
     with pytest.raises(KeyError, match="bug"):
-        async with settlements_on(queue).of(delivery("r")):
+        async with settlements_on(queue).of(delivery("r")) as settlement:
             raise KeyError("bug")
 
-    assert queue.visibility == [("r", 0)]
+    # Not at once: an error that is not the message's own would come straight back.
+    assert settlement.settled is Settled.RETRY_LATER
+    assert queue.visibility == [("r", ERROR_RETRY_SECONDS)]
 
 
 async def test_a_cancelled_handler_hands_its_message_back() -> None:
@@ -177,7 +179,8 @@ async def test_a_failed_hand_back_on_exit_does_not_hide_the_blocks_error() -> No
         async with settlements_on(queue).of(delivery("r")):
             raise KeyError("bug")
 
-    assert queue.visibility == [("r", 0)]  # tried; the message comes back after its timeout
+    # Tried; the message comes back after its visibility timeout.
+    assert queue.visibility == [("r", ERROR_RETRY_SECONDS)]
 
 
 async def test_a_failed_retry_is_still_its_settlement_not_followed_by_a_hand_back() -> None:
