@@ -167,7 +167,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 
 def test_the_wheel_holds_no_stand_in_bench_or_tests(wheel: zipfile.ZipFile) -> None:
     names = wheel.namelist()
-    assert "delivery_server/app.py" in names
+    assert "delivery_server/app/__init__.py" in names
     strays = [n for n in names if n.startswith(LEFT_OUT) or "/stand_in/" in n]
     assert not strays, f"in the production wheel: {strays[:5]}"
 
