@@ -506,3 +506,17 @@ async def test_the_delivery_gauge_counts_jobs_in_flight_and_lately_finished(
         query = sa.select(email_table.c.delivery_status).where(email_table.c.id == old_email)
         assert await conn.scalar(query) == "delivered"
     assert running.status is JobStatus.PROCESSING
+
+
+async def test_an_unsubscribe_suppresses_its_emails_address(store: SqlStore) -> None:
+    _, (email_id,) = await processing_job(store, 1)
+    assert await store.unsubscribe_email(email_id)
+    assert await store.unsubscribe_email(email_id)  # a second click: still suppressed
+    (entry,) = await store.suppressions(10)
+    assert (entry.address, entry.reason, entry.expires_at) == (
+        "customer0@example.com",
+        SuppressionReason.UNSUBSCRIBE,
+        None,
+    )
+    assert entry.note == f"unsubscribe link of email {email_id}"  # no address in it
+    assert not await store.unsubscribe_email(email_id + 100)  # purged, or never there

@@ -8,9 +8,18 @@ from delivery_server.adapters.store_sql.emails import EmailQueries
 from delivery_server.adapters.store_sql.engine import create_engine
 from delivery_server.adapters.store_sql.instances import InstanceQueries
 from delivery_server.adapters.store_sql.publishing import PublishingQueries
+from delivery_server.adapters.store_sql.suppressions import SuppressionQueries
+from delivery_server.adapters.store_sql.tracking import TrackingQueries
 
 
-class SqlStore(PublishingQueries, EmailQueries, AdminQueries, InstanceQueries):
+class SqlStore(
+    PublishingQueries,
+    EmailQueries,
+    AdminQueries,
+    InstanceQueries,
+    TrackingQueries,
+    SuppressionQueries,
+):
     """Everything the database does (``ports.Store``), over one connection pool.
 
     Tables must exist: run :func:`~delivery_server.adapters.store_sql.upgrade_schema`
@@ -21,6 +30,7 @@ class SqlStore(PublishingQueries, EmailQueries, AdminQueries, InstanceQueries):
         self._db = database
         self._counted_at = {}
         self._init_batchers()
+        self._init_tracking()
 
     @classmethod
     async def connect(cls, database_url: str, *, pool_size: int = 10) -> SqlStore:
@@ -32,4 +42,5 @@ class SqlStore(PublishingQueries, EmailQueries, AdminQueries, InstanceQueries):
     async def close(self) -> None:
         """Finish the batches under way, then release the connection pool."""
         await self._close_batchers()
+        await self._close_tracking()
         await self._db.close()

@@ -23,7 +23,13 @@ from delivery_server.adapters.store_sql.database import Database, Work
 from delivery_server.adapters.store_sql.rows import suppression_from_row
 from delivery_server.adapters.store_sql.schema import ADDRESS_CHARS, email, job, suppression
 from delivery_server.errors import PermanentError
-from delivery_server.models import EmailStatus, JobStatus, Suppression, utcnow
+from delivery_server.models import (
+    EmailStatus,
+    JobStatus,
+    Suppression,
+    SuppressionReason,
+    utcnow,
+)
 from delivery_server.suppression import normalise_address
 
 T = TypeVar("T")
@@ -191,6 +197,22 @@ class SuppressionQueries(Queries):
         return await run_retrying_conflicts(
             self._db, lambda conn: upsert_suppressions(conn, listed)
         )
+
+    async def unsubscribe_email(self, email_id: int) -> bool:
+        """Suppress the address of one email (its one-click unsubscribe link was used),
+        reason ``unsubscribe``; False when the email or its address is gone (purged)."""
+
+        async def work(conn: AsyncConnection) -> bool:
+            address = await conn.scalar(sa.select(email.c.to_address).where(email.c.id == email_id))
+            if not address or not normalise_address(address):
+                return False
+            entry = Suppression(
+                address, SuppressionReason.UNSUBSCRIBE, note=f"unsubscribe link of email {email_id}"
+            )
+            await upsert_suppressions(conn, [entry])
+            return True
+
+        return await run_retrying_conflicts(self._db, work)
 
     async def remove_suppressions(self, addresses: Sequence[str]) -> int:
         """Take addresses off the list (normalised first); return how many were on it."""
