@@ -260,6 +260,11 @@ class SuppressionStore(Protocol):
         forever stays). Return how many entries were added or lengthened."""
         ...
 
+    async def unsubscribe_email(self, email_id: int) -> bool:
+        """Suppress one email's address with reason ``unsubscribe`` (its one-click link
+        was used); False when the email or its address is gone (purged)."""
+        ...
+
     async def remove_suppressions(self, addresses: Sequence[str]) -> int:
         """Take addresses off the list; return how many were on it."""
         ...
