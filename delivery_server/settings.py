@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -75,6 +76,24 @@ class Settings(BaseSettings):
     max_rendered_bytes: int = Field(default=2_000_000, ge=1024)
     max_send_rate: float | None = Field(default=None, gt=0)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Tracking (DESIGN §2, §5): SES events come back on this queue; unset turns it off
+    # (except in embedded mode, where the outbox reports its deliveries in-process).
+    events_queue_url: str | None = None
+    ses_configuration_set: str | None = None
+    # The reputation brake pauses a job whose rates reach these, below SES's own review
+    # thresholds (5 % bounces, 0.1 % complaints), once it has min_sends sends to judge.
+    brake_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    brake_complaint_rate: float = Field(default=0.001, gt=0, le=1)
+    brake_min_sends: int = Field(default=200, ge=1)
+    # The API listener (POST /ses/events, /unsubscribe, later the API): off without a port.
+    api_host: str = "127.0.0.1"
+    api_port: int | None = Field(default=None, ge=0, le=65535)
+    sns_topic_arns: str = ""
+    # Tests only: the origin (scheme://host:port) SNS certificates and confirmation links
+    # are taken from instead of https://sns.<region>.amazonaws.com.
+    sns_cert_origin: str | None = None
+    public_url: str | None = None
+    unsubscribe_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -92,7 +111,28 @@ class Settings(BaseSettings):
         ):
             raise ValueError("smtp_url: must start with smtp:// or smtps://")
         self._check_shutdown()
+        self._check_unsubscribe()
         return self
+
+    def _check_unsubscribe(self) -> None:
+        """One-click links need a base URL that mail clients may POST to, and a key."""
+        if self.public_url is not None:
+            url = urlsplit(self.public_url)
+            loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
+            if not url.hostname or not (
+                url.scheme == "https" or (url.scheme == "http" and loopback)
+            ):
+                raise ValueError(
+                    "public_url: must be an https:// URL (plain http only for a loopback host)"
+                )
+        secret = self.unsubscribe_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("unsubscribe_secret: must be at least 32 bytes (a random key)")
+
+    @property
+    def topic_arns(self) -> frozenset[str]:
+        """The SNS topics ``POST /ses/events`` accepts (none: it refuses every message)."""
+        return frozenset(a.strip() for a in self.sns_topic_arns.split(",") if a.strip())
 
     def _check_shutdown(self) -> None:
         """The shutdown stages fit in the time the orchestrator gives before SIGKILL."""

@@ -1,9 +1,9 @@
 """The composition root (STYLE rule 1): the one place that turns settings into adapters and
-passes them to the core. ``adapters`` opens each adapter from the settings; ``serve`` runs
+passes them to the core. ``adapters`` opens each adapter from the settings; ``roles`` runs
 the loops of a role; the CLI builds everything through here.
 """
 
 from delivery_server.app.adapters import open_store, upgrade_database
-from delivery_server.app.serve import serve
+from delivery_server.app.roles import Listening, serve
 
-__all__ = ["open_store", "serve", "upgrade_database"]
+__all__ = ["Listening", "open_store", "serve", "upgrade_database"]

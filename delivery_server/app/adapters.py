@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from delivery_server.adapters.sender_outbox import EventSink
 from delivery_server.ports import AttachmentLoader, Queue, Sender, Store
 from delivery_server.settings import Settings
 
@@ -52,7 +53,10 @@ async def open_queue(settings: Settings, *, max_connections: int) -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def open_sender(settings: Settings) -> AsyncIterator[Sender]:
+async def open_sender(
+    settings: Settings, *, events: EventSink | None = None
+) -> AsyncIterator[Sender]:
+    """The sender; the outbox publishes the SES events of what it writes to ``events``."""
     if settings.sender == "ses":
         from delivery_server.adapters.aws.ses import open_ses_sender
 
@@ -63,6 +67,7 @@ async def open_sender(settings: Settings) -> AsyncIterator[Sender]:
             max_connections=settings.concurrency,
             timeout=settings.send_timeout,
             http=settings.aws_http,
+            configuration_set=settings.ses_configuration_set,
         ) as ses:
             yield ses
     elif settings.sender == "smtp":
@@ -82,7 +87,7 @@ async def open_sender(settings: Settings) -> AsyncIterator[Sender]:
     else:
         from delivery_server.adapters.sender_outbox import OutboxSender
 
-        yield OutboxSender(settings.outbox_dir)
+        yield OutboxSender(settings.outbox_dir, events=events)
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     run = commands.add_parser("run", parents=[common], help="run the server")
     run.add_argument(
         "--role",
-        choices=["all", "publisher", "consumer"],
+        choices=["all", "publisher", "consumer", "tracker", "api"],
         default="all",
         help="what this process does (default: all)",
     )

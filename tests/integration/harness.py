@@ -18,8 +18,7 @@ from typing import Any
 import aiohttp
 import boto3
 
-from delivery_server.app import open_store, serve, upgrade_database
-from delivery_server.http.health import HttpServer
+from delivery_server.app import Listening, open_store, serve, upgrade_database
 from delivery_server.models import Job, JobStatus, NewEmail, Template
 from delivery_server.ports import Store
 from delivery_server.settings import Settings, load_settings
@@ -131,26 +130,33 @@ class RunningServer:
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
         self.stop = asyncio.Event()
-        self._http: list[HttpServer] = []
+        self.listening = Listening()
         self._kwargs = kwargs
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RunningServer:
         self._task = asyncio.create_task(
-            serve(self.settings, stop=self.stop, http_server=self._http, **self._kwargs)
+            serve(self.settings, stop=self.stop, listening=self.listening, **self._kwargs)
         )
-        deadline = time.monotonic() + 30
-        while not self._http:
-            if self._task.done():
-                self._task.result()
-            assert time.monotonic() < deadline, "server did not start"
-            await asyncio.sleep(0.02)
+        started = asyncio.create_task(self.listening.started.wait())
+        await asyncio.wait({started, self._task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            started.cancel()
+            self._task.result()
+            raise AssertionError("server stopped before it started")
+        assert started.done(), "server did not start"
         return self
 
     @property
     def http_port(self) -> int:
-        port = self._http[0].port
+        port = self.listening.http_port
         assert port is not None
+        return port
+
+    @property
+    def api_port(self) -> int:
+        port = self.listening.api_port
+        assert port is not None, "no API listener: set DELIVERY_API_PORT"
         return port
 
     async def __aexit__(self, *exc: object) -> None:

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
 
-from delivery_server.app.adapters import open_attachments, open_queue, open_sender, open_store
+from delivery_server.adapters.sender_outbox import EventSink
+from delivery_server.app.adapters import (
+    open_attachments,
+    open_queue,
+    open_sender,
+    open_store,
+)
+from delivery_server.app.tracking import (
+    EventsQueue,
+    open_api_listener,
+    open_events_queue,
+    recorder_for,
+    tracker_for,
+)
 from delivery_server.consumer import Consumer
 from delivery_server.errors import ConfigError
 from delivery_server.fleet import FleetRate
@@ -25,10 +39,22 @@ from delivery_server.renderer import Renderer
 from delivery_server.sendgate import SendGate
 from delivery_server.settings import Settings
 from delivery_server.settlement import Settlements
+from delivery_server.tracker import Tracker
 
 log = structlog.get_logger(__name__)
 
-Role = Literal["all", "publisher", "consumer"]
+
+@dataclass
+class Listening:
+    """What a running ``serve`` tells its caller: ``started`` is set once the health and
+    (when configured) API listeners are bound, with their ports."""
+
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    http_port: int | None = None
+    api_port: int | None = None
+
+
+Role = Literal["all", "publisher", "consumer", "tracker", "api"]
 METRICS_REFRESH_SECONDS = 5.0
 
 
@@ -41,6 +67,7 @@ async def _refresh_metrics(
         try:
             jobs, emails = await store.count_by_status()
             metrics.set_counts(jobs, emails)
+            metrics.set_delivery_counts(await store.count_by_delivery_status())
             metrics.queue_backlog.set(await queue.backlog())
         except Exception as exc:  # metrics must never stop the server
             log.warning("metrics_refresh_failed", error=type(exc).__name__)
@@ -54,6 +81,20 @@ def _check_role(settings: Settings, role: Role) -> None:
             "configuration error: DELIVERY_QUEUE=local keeps messages inside one process; "
             "use --role all, or DELIVERY_QUEUE=sqs to split publishers and consumers"
         )
+    if role == "tracker" and not settings.events_queue_url:
+        raise ConfigError(
+            "configuration error: DELIVERY_EVENTS_QUEUE_URL: required with --role tracker"
+        )
+    if role == "api" and settings.api_port is None:
+        raise ConfigError("configuration error: DELIVERY_API_PORT: required with --role api")
+
+
+def _tracks_here(settings: Settings, role: Role) -> bool:
+    """Whether this process runs a tracker: the events queue's own role, ``all``, and a
+    sending process whose outbox reports its events in-process."""
+    if settings.sender == "outbox":
+        return role in ("all", "consumer")
+    return role in ("all", "tracker") and settings.events_queue_url is not None
 
 
 async def serve(
@@ -62,11 +103,12 @@ async def serve(
     role: Role = "all",
     restart_failed: bool = False,
     stop: asyncio.Event | None = None,
-    http_server: list[HttpServer] | None = None,
+    listening: Listening | None = None,
 ) -> None:
     """Run the server until ``stop`` is set (SIGTERM/SIGINT when ``stop`` is None).
 
-    ``http_server``, when given, receives the started HTTP server (tests read its port).
+    ``listening``, when given, learns the bound ports once every listener is up (tests
+    ask for port 0 and read the one the OS gave).
     """
     _check_role(settings, role)
     own_signals = stop is None
@@ -84,8 +126,6 @@ async def serve(
         )
         await http.start(settings.http_host, settings.http_port)
         stack.push_async_callback(http.stop)
-        if http_server is not None:
-            http_server.append(http)
         if restart_failed:
             restarted = await store.restart_failed(None)
             log.info("failed_emails_restarted", emails=restarted)
@@ -97,6 +137,21 @@ async def serve(
             interval=settings.reconcile_interval,
             requeue_after=settings.requeue_after,
         )
+        recorder = recorder_for(settings, store, metrics)
+        tracker: Tracker | None = None
+        events: EventsQueue | None = None
+        if _tracks_here(settings, role):
+            events = await stack.enter_async_context(open_events_queue(settings))
+            tracker = tracker_for(settings, events, recorder, heartbeats, metrics)
+        if settings.api_port is not None and role in ("all", "api"):
+            api = await stack.enter_async_context(
+                open_api_listener(settings, store, recorder, metrics)
+            )
+            if listening is not None:
+                listening.api_port = api.port
+        if listening is not None:
+            listening.http_port = http.port
+            listening.started.set()
         if settings.queue == "local":
             # An in-process queue starts empty: whatever the database says is queued has
             # no message any more, so publish it again now rather than after requeue_after.
@@ -115,9 +170,12 @@ async def serve(
                 tasks.create_task(publisher.run(stop))
                 tasks.create_task(reconciler.run(stop))
             if role in ("all", "consumer"):
+                sink = events.sink if events is not None else None
                 tasks.create_task(
-                    _consume(settings, stack, store, queue, metrics, heartbeats, stop)
+                    _consume(settings, stack, store, queue, metrics, heartbeats, stop, sink)
                 )
+            if tracker is not None:
+                tasks.create_task(tracker.run(stop))
     log.info("stopped")
 
 
@@ -129,8 +187,9 @@ async def _consume(
     metrics: Metrics,
     heartbeats: Heartbeats,
     stop: asyncio.Event,
+    events: EventSink | None,
 ) -> None:
-    sender = await stack.enter_async_context(open_sender(settings))
+    sender = await stack.enter_async_context(open_sender(settings, events=events))
     attachments = await stack.enter_async_context(open_attachments(settings))
     settlements = Settlements(queue)
     gate = SendGate()
