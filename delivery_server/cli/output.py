@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from delivery_server.job_import import ImportReport, ProgressFn
-from delivery_server.models import EmailStatus, Job, JobStatus, JobSummary, utcnow
+from delivery_server.models import DeliveryStatus, EmailStatus, Job, JobStatus, JobSummary, utcnow
 
 STATUS_STYLES = {
     JobStatus.DRAFT: "blue",
@@ -69,6 +69,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "total_count": job.total_count,
         "sent_count": job.sent_count,
         "failed_count": job.failed_count,
+        "paused_reason": job.paused_reason,
     }
 
 
@@ -77,10 +78,16 @@ def all_counts(summary: JobSummary) -> dict[str, int]:
     return {str(status): summary.counts.get(status, 0) for status in EmailStatus}
 
 
+def delivery_counts(summary: JobSummary) -> dict[str, int]:
+    """Every delivery status (what the recipients' side reported), zeros included."""
+    return {str(status): summary.delivery_counts.get(status, 0) for status in DeliveryStatus}
+
+
 def summary_json(summary: JobSummary) -> dict[str, Any]:
     return {
         "job": job_json(summary.job),
         "counts": all_counts(summary),
+        "delivery_counts": delivery_counts(summary),
         "last_errors": [
             {"email_id": email_id, "error": redact(error)}
             for email_id, error in summary.last_errors
@@ -153,6 +160,8 @@ def print_summary(console: Console, summary: JobSummary) -> None:
     about.add_row("from", Text(job.from_address))
     if job.reply_to:
         about.add_row("reply to", Text(job.reply_to))
+    if job.paused_reason:
+        about.add_row("paused by", Text(job.paused_reason))
     for label, value in (
         ("scheduled", job.scheduled_at),
         ("created", job.created_at),
@@ -168,6 +177,13 @@ def print_summary(console: Console, summary: JobSummary) -> None:
     for status, count in all_counts(summary).items():
         counts.add_row(status, f"{count:,}", style="" if count else "dim")
     console.print(counts)
+    if any(summary.delivery_counts.values()):
+        after = Table(title="after the send", title_justify="left", box=box.SIMPLE_HEAD)
+        after.add_column("delivery status")
+        after.add_column("count", justify="right")
+        for status, count in delivery_counts(summary).items():
+            after.add_row(status, f"{count:,}", style="" if count else "dim")
+        console.print(after)
     if summary.last_errors:
         errors = Table(title="last errors", title_justify="left", box=box.SIMPLE_HEAD)
         errors.add_column("email", justify="right")
