@@ -5,6 +5,11 @@ default, recreated on every run): a SQLite database, ``statements/<n>.pdf``, the
 ``recipients.jsonl`` the job was created from, and ``outbox/`` with one ``.eml`` per
 customer. The job goes through the same import, publisher, queue, consumers and sender
 as in production; only the adapters differ.
+
+After the send, the outbox reports SES's events for each file it writes (a few customers
+have SES mailbox simulator addresses: they bounce, complain, or are on SES's suppression
+list) and the tracker records them, as it records SES's own on AWS; the demo waits for
+those reports and ends with the delivery counts and the addresses now suppressed.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from delivery_server.examples.statements import (
     write_statements,
 )
 from delivery_server.job_import import JobRequest, create_job_from_file
-from delivery_server.models import EmailStatus
+from delivery_server.models import DeliveryStatus, EmailStatus, JobSummary
+from delivery_server.ports import Store
 from delivery_server.settings import Settings, load_settings
 from delivery_server.template_files import bundled_templates
 
@@ -41,6 +47,11 @@ from delivery_server.template_files import bundled_templates
 MARKER = ".delivery-server-demo"
 FROM_ADDRESS = "Example Bank <statements@bank.example>"
 STATEMENTS_PER_TASK = 250
+# The tracker keeps up with the sends, so the last reports follow the last send closely;
+# the demo stops waiting only when none has come for this long (a stuck tracker).
+REPORTS_STALL_SECONDS = 30.0
+REPORTS_POLL_SECONDS = 0.2
+SUPPRESSIONS_PAGE = 1000
 
 
 class DemoDirectoryError(DeliveryError):
@@ -111,11 +122,12 @@ async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
         server = asyncio.create_task(serve(settings, stop=stop))
         try:
             await follow_job(store, job_id, console, interval=0.2, alongside=server)
+            elapsed = time.monotonic() - started
+            summary = await wait_for_reports(store, job_id, alongside=server)
         finally:
             stop.set()
             await server  # a crashed server raises here, and the demo fails with its error
-        elapsed = time.monotonic() - started
-        summary = await store.job_summary(job_id)
+        suppressed = await count_suppressions(store)
 
     sent = summary.counts.get(EmailStatus.SENT, 0)
     not_sent = {s: n for s, n in summary.counts.items() if s != EmailStatus.SENT and n}
@@ -126,6 +138,7 @@ async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
         f"in {format_duration(elapsed)} ({rate:,.0f} emails/s)"
     )
     console.print(f"the .eml files are in {settings.outbox_dir} (open one with a mail reader)")
+    console.print(after_the_send(summary, suppressed))
     if sent != emails:
         others = ", ".join(f"{n:,} {status}" for status, n in not_sent.items())
         raise DeliveryError(f"demo: only {sent:,} of {emails:,} emails were sent ({others})")
@@ -149,7 +162,62 @@ def demo_settings(config: Path | None, output: Path) -> Settings:
         concurrency=32,
         log_level="warning",
         log_format="console",
+        # The demo's customers complain at 1 in 300 to show complaints; SES's own review
+        # threshold (0.1 %, the default) would rightly pause such a job after 200 sends.
+        brake_complaint_rate=0.01,
     )
+
+
+def reported(summary: JobSummary) -> int:
+    """The job's emails the recipient's side has reported on (delivered, bounced, ...)."""
+    return sum(summary.delivery_counts.values())
+
+
+async def wait_for_reports(
+    store: Store,
+    job_id: int,
+    *,
+    alongside: asyncio.Task[None],
+    stall_seconds: float = REPORTS_STALL_SECONDS,
+    interval: float = REPORTS_POLL_SECONDS,
+) -> JobSummary:
+    """Poll the job until every sent email has a delivery report, the server (``alongside``)
+    ends, or no new report came for ``stall_seconds``; return the last summary."""
+    summary = await store.job_summary(job_id)
+    progressed = time.monotonic()
+    while reported(summary) < summary.counts.get(EmailStatus.SENT, 0) and not alongside.done():
+        if time.monotonic() - progressed > stall_seconds:
+            break
+        await asyncio.sleep(interval)
+        before, summary = reported(summary), await store.job_summary(job_id)
+        if reported(summary) > before:
+            progressed = time.monotonic()
+    return summary
+
+
+async def count_suppressions(store: Store) -> int:
+    """How many addresses are on the suppression list (the demo's database is its own)."""
+    total = 0
+    while page := await store.suppressions(SUPPRESSIONS_PAGE, total):
+        total += len(page)
+        if len(page) < SUPPRESSIONS_PAGE:
+            break
+    return total
+
+
+def after_the_send(summary: JobSummary, suppressed: int) -> str:
+    """The closing line: what the recipients' side reported, and the suppressions."""
+    counts = summary.delivery_counts
+    line = (
+        f"after the send: [green]{counts.get(DeliveryStatus.DELIVERED, 0):,} delivered[/], "
+        f"{counts.get(DeliveryStatus.BOUNCED, 0):,} bounced, "
+        f"{counts.get(DeliveryStatus.COMPLAINED, 0):,} complained; "
+        f"{suppressed:,} address{'' if suppressed == 1 else 'es'} now suppressed"
+    )
+    missing = summary.counts.get(EmailStatus.SENT, 0) - reported(summary)
+    if missing > 0:
+        line += f" ({missing:,} sent emails not reported on yet)"
+    return line
 
 
 def prepare_directory(output: Path) -> Path:

@@ -3,6 +3,11 @@
 Customer ``n`` is derived from ``n`` alone (its own seeded random generator), so worker
 processes can write PDFs for any range of customers without sharing state, and the
 recipients file written by the parent agrees with every PDF.
+
+A few customers' addresses are SES mailbox simulator addresses (``simulator_mailbox``), so
+that the demo shows what happens after the send: 1 % bounce, a few complain, one is on
+SES's suppression list. Each carries a ``+label`` naming the customer, so every customer
+keeps an address of their own (and a suppression of their own).
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ _LABELS = {
            "Solde initial", "Solde final"),
 }  # fmt: skip
 
+# SES's mailbox simulator (the outbox and the stand-in honour it as SES does).
+SIMULATOR_DOMAIN = "simulator.amazonses.com"
+# Which customers the simulator answers for, by number: small numbers first, so that even
+# a short demo run (50 customers) shows a bounce, a complaint and a suppression-list hit.
+BOUNCE_EVERY, BOUNCE_AT = 100, 7  # customers 7, 107, 207, ...: 1 %
+COMPLAINT_EVERY, COMPLAINT_AT = 300, 23  # customers 23, 323, 623, ...: 1 in 300
+SUPPRESSION_LIST_CUSTOMER = 41  # already on SES's own suppression list: one customer
+
 
 @dataclass(frozen=True, slots=True)
 class Customer:
@@ -65,6 +78,17 @@ class Customer:
         return self.opening_cents + sum(cents for _, _, cents in self.transactions)
 
 
+def simulator_mailbox(number: int) -> str | None:
+    """The mailbox simulator's mailbox customer ``number`` writes to, if any."""
+    if number == SUPPRESSION_LIST_CUSTOMER:
+        return "suppressionlist"
+    if number % BOUNCE_EVERY == BOUNCE_AT:
+        return "bounce"
+    if number % COMPLAINT_EVERY == COMPLAINT_AT:
+        return "complaint"
+    return None
+
+
 def customer(number: int) -> Customer:
     """Customer ``number``, the same every time."""
     rng = random.Random(number)
@@ -77,10 +101,16 @@ def customer(number: int) -> Customer:
          rng.randint(low, high))
         for payee, low, high in rng.sample(_PAYEES, k=rng.randint(4, len(_PAYEES)))
     )  # fmt: skip
+    mailbox = simulator_mailbox(number)
+    email = (
+        f"{local_part}.{number}@example.com"
+        if mailbox is None
+        else f"{mailbox}+{local_part}.{number}@{SIMULATOR_DOMAIN}"
+    )
     return Customer(
         number=number,
         name=f"{first} {last}",
-        email=f"{local_part}.{number}@example.com",
+        email=email,
         locale=locale,
         account=_iban(country, f"{number:010d}{rng.randrange(10**8):08d}"),
         opening_cents=rng.randint(-50_000, 2_000_000),

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from delivery_server.examples.statements import (
+    SIMULATOR_DOMAIN,
     customer,
     money,
     recipient_record,
+    simulator_mailbox,
     write_recipients,
     write_statements,
 )
@@ -30,6 +32,26 @@ def test_customers_are_the_same_every_time_and_differ_from_each_other() -> None:
     assert len({person.account for person in people}) == 300
     assert all(iban_is_valid(person.account) for person in people)
     assert {person.locale for person in people} == {"en", "de", "fr"}
+
+
+def test_a_few_customers_have_mailbox_simulator_addresses() -> None:
+    people = [customer(n) for n in range(1, 1001)]
+    mailboxes = [simulator_mailbox(person.number) for person in people]
+    assert mailboxes.count("bounce") == 10  # 1 %
+    assert mailboxes.count("complaint") == 4
+    assert mailboxes.count("suppressionlist") == 1
+    # Even the first 50 customers show each outcome once.
+    assert {mailboxes[n - 1] for n in (7, 23, 41)} == {"bounce", "complaint", "suppressionlist"}
+    assert sum(m is not None for m in mailboxes[:50]) == 3
+    for person, mailbox in zip(people, mailboxes, strict=True):
+        local, _, domain = person.email.partition("@")
+        if mailbox is None:
+            assert domain == "example.com"
+        else:  # a +label of its own: one customer, one address, one suppression
+            assert domain == SIMULATOR_DOMAIN
+            assert local.startswith(f"{mailbox}+")
+            assert local.endswith(f".{person.number}")
+    assert len({person.email for person in people}) == 1000
 
 
 @pytest.mark.parametrize(
