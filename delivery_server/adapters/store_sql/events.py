@@ -264,7 +264,7 @@ def _delivery_update(changed: list[_Email]) -> tuple[sa.Update, dict[str, Any]]:
 @functools.lru_cache(maxsize=CACHED_UPDATE_SIZES)
 def _delivery_statement(size: int) -> sa.Update:
     """The UPDATE for ``size`` emails, built once per size: building its CASEs took
-    longer than running it (50 ms for 100 emails)."""
+    longer than running it (docs/benchmarks.md)."""
     ids = [sa.bindparam(f"b_id{n}", type_=sa.BigInteger) for n in range(size)]
 
     def per_email(name: str) -> sa.Case[Any]:

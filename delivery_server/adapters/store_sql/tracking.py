@@ -26,9 +26,9 @@ from delivery_server.models import (
     utcnow,
 )
 
-# Counting a big job's sent emails reads its whole index (~0.1 s for 500,000 on MariaDB):
-# above this many sends a job's counts are reused for a few seconds. Numerator and
-# denominator come from the same moment, so the rates are right, only that much older.
+# Counting a big job's sent emails reads its whole index (docs/benchmarks.md): above this
+# many sends a job's counts are reused for a few seconds. Numerator and denominator come
+# from the same moment, so the rates are right, only that much older.
 BRAKE_EXACT_BELOW = 10_000
 BRAKE_RECOUNT_SECONDS = 5.0
 # The delivery gauge covers jobs in flight and those finished this long ago at most.
@@ -43,8 +43,8 @@ class TrackingQueries(Queries):
 
     Concurrent ``record_events`` calls (the tracker's fetchers, ten events each) are
     written as one transaction (``batching``), each call still getting its own outcomes
-    once they are committed: 10 events a transaction record ~2,000 a second, 40 twice
-    that (MariaDB and SQLite alike, measured on this repository's dev machine)."""
+    once they are committed: bigger transactions record more events a second, on MariaDB
+    and SQLite alike (docs/benchmarks.md has the figures)."""
 
     # Big jobs' brake counts, with when (monotonic) they were counted.
     _brake_counted: dict[int, tuple[float, BrakeCounts]]
