@@ -16,6 +16,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -23,7 +24,7 @@ from yarl import URL
 
 from delivery_server.adapters.sender_outbox import EventSink
 from delivery_server.brake import BrakeThresholds
-from delivery_server.errors import RetryableError
+from delivery_server.errors import ConfigError, RetryableError
 from delivery_server.heartbeats import Heartbeats
 from delivery_server.http.listener import Listener
 from delivery_server.http.ses_events import ses_events_handler
@@ -34,6 +35,9 @@ from delivery_server.ports import Queue, Store, TrackingStore
 from delivery_server.settings import Settings
 from delivery_server.tracker import EventRecorder, Tracker
 from delivery_server.tracking import parse_event_message
+
+if TYPE_CHECKING:
+    from delivery_server.adapters.aws.sns import SnsHostPolicy
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ async def open_api_listener(
 ) -> AsyncIterator[Listener]:
     """The API listener on ``DELIVERY_API_HOST:PORT``: ``POST /ses/events`` and, with an
     unsubscribe key, ``GET|POST /unsubscribe/{token}``; nothing else is served."""
-    from delivery_server.adapters.aws.sns import SnsHostPolicy, SnsVerifier
+    from delivery_server.adapters.aws.sns import SnsVerifier
 
     assert settings.api_port is not None  # the caller opens it only with a port
 
@@ -113,15 +117,8 @@ async def open_api_listener(
         if outcome is EventOutcome.EARLY:  # 503: SNS delivers it again later
             raise RetryableError("the event's email has no send record yet")
 
+    hosts = sns_host_policy(settings.sns_cert_origin)
     async with aiohttp.ClientSession() as session:
-        hosts = SnsHostPolicy()
-        if settings.sns_cert_origin:
-            origin = URL(settings.sns_cert_origin)
-            hosts = SnsHostPolicy(
-                scheme=origin.scheme,
-                host=re.compile(re.escape(origin.host or "")),
-                port=origin.port,
-            )
         verifier = SnsVerifier(session, settings.topic_arns, hosts=hosts)
         app = web.Application()
         app.router.add_post("/ses/events", ses_events_handler(verifier, ingest, count))
@@ -134,3 +131,33 @@ async def open_api_listener(
             yield listener
         finally:
             await listener.stop()
+
+
+def sns_host_policy(origin: str | None) -> SnsHostPolicy:
+    """Where SNS certificates and confirmation links may be fetched: AWS's SNS hosts, or
+    the one ``DELIVERY_SNS_CERT_ORIGIN`` (tests only) names."""
+    from delivery_server.adapters.aws.sns import SnsHostPolicy
+
+    if not origin:
+        return SnsHostPolicy()
+    not_an_origin = ConfigError(
+        "configuration error: DELIVERY_SNS_CERT_ORIGIN: must be an origin,"
+        " http(s)://host[:port], and nothing more"
+    )
+    try:
+        url = URL(origin)
+        port = url.port  # a port that is not a number raises here
+    except ValueError:
+        raise not_an_origin from None
+    # Anything more than an origin would be ignored (a path, a query), and no host would
+    # make every message look as if from another host.
+    if (
+        url.scheme not in ("http", "https")
+        or not url.raw_host
+        or url.path not in ("", "/")
+        or url.query_string
+        or url.fragment
+        or url.user is not None
+    ):
+        raise not_an_origin
+    return SnsHostPolicy(scheme=url.scheme, host=re.compile(re.escape(url.raw_host)), port=port)
