@@ -74,7 +74,8 @@ def unsubscribe_routes(
             # A signed token for an email purged since: nothing to suppress any more.
             on_outcome("unsubscribe_gone")
             return _page("Link expired", "<p>This unsubscribe link has expired.</p>", 404)
-        on_outcome("unsubscribed")
+        # Not "unsubscribed": that outcome is SNS ending our topic subscription.
+        on_outcome("unsubscribe_recorded")
         log.info("unsubscribed", email_id=email_id)
         return _page("Unsubscribed", "<p>You will not receive these emails again.</p>", 200)
 
