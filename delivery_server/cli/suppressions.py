@@ -42,7 +42,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     reason = argparse.ArgumentParser(add_help=False)
     reason.add_argument(
         "--reason",
-        type=SuppressionReason,
+        type=suppression_reason,
         choices=list(SuppressionReason),
         default=SuppressionReason.MANUAL,
         help="why (default: manual)",
@@ -76,6 +76,15 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     load.add_argument("file", type=Path, metavar="FILE")
     load.add_argument("--json", action="store_true", help="print JSON for scripts")
     load.set_defaults(handler=_import)
+
+
+def suppression_reason(text: str) -> SuppressionReason:
+    """An argparse type: one of the reasons, all of them named when it is none."""
+    try:
+        return SuppressionReason(text)
+    except ValueError:
+        names = ", ".join(reason.value for reason in SuppressionReason)
+        raise argparse.ArgumentTypeError(f"must be one of {names}") from None
 
 
 def future_time(text: str) -> datetime:
@@ -229,7 +238,9 @@ def read_addresses(path: Path, invalid: list[tuple[int, str]]) -> Iterator[str]:
     column, as exported by SES's suppression list or another mailer.
     """
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        # utf-8-sig: spreadsheets save CSV with a byte order mark, which is not part of
+        # the header's first name (nor of a plain list's first address).
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise DeliveryError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
@@ -240,7 +251,7 @@ def read_addresses(path: Path, invalid: list[tuple[int, str]]) -> Iterator[str]:
             if column is None:
                 lines = _plain_lines(first, handle)
             else:
-                lines = _csv_cells(handle, column)
+                lines = _csv_cells(handle, column, invalid)
             for number, text in lines:
                 if not text.strip() or text.lstrip().startswith("#"):
                     continue
@@ -265,10 +276,23 @@ def _address_column(first_line: str) -> int | None:
 
 def _plain_lines(first: str, rest: Iterator[str]) -> Iterator[tuple[int, str]]:
     yield 1, first
-    for number, line in enumerate(rest, start=2):
-        yield number, line
+    yield from enumerate(rest, start=2)
 
 
-def _csv_cells(rest: Iterator[str], column: int) -> Iterator[tuple[int, str]]:
-    for number, row in enumerate(csv.reader(rest), start=2):
-        yield number, row[column] if column < len(row) else ""
+def _csv_cells(
+    rest: Iterator[str], column: int, invalid: list[tuple[int, str]]
+) -> Iterator[tuple[int, str]]:
+    """Each row's address cell with the line the row starts on (a quoted cell may span
+    lines); a row the csv module cannot read goes to ``invalid`` and the rest is read."""
+    reader = csv.reader(rest)
+    start = 2  # line 1 is the header, read before
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a NUL byte; the reader goes on at the next line
+            invalid.append((start, f"malformed CSV: {exc}"))
+        else:
+            yield start, row[column] if column < len(row) else ""
+        start = reader.line_num + 2
