@@ -15,7 +15,11 @@ aiobotocore against the stand-in. What is measured, and how:
 * **first send**: from the ``processing`` update to the stand-in's first accepted send;
 * **exactly once**: the stand-in's accepted count and its duplicate count (by the
   ``email_id`` tag every send carries), and the database: every email ``sent``, with as
-  many distinct provider message ids as emails.
+  many distinct provider message ids as emails;
+* **tracking on** (``tracking=True``): the servers also run their tracker on the stand-in's
+  SES events queue; the job's figures above still end with the job, and the run then waits
+  until every event is recorded before it stops the servers (``bench.tracking`` says what
+  is measured there: events/s, the drain after the job, the events' own checks).
 """
 
 from __future__ import annotations
@@ -24,40 +28,35 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench.measure import SERVICE_NAMES
+from bench.processes import (
+    RssSampler,
+    ServerProcesses,
+    process_cpu,
+    py_spy,
+    running_servers,
+    service_processes,
+)
 from bench.stand_in import REPO, SimulatorProcess
+from bench.tracking import figures, wait_ingested
 from bench.workload import Workload, connect, create_schema_and_job
 
-READY_TIMEOUT = 60.0
 SETTLE_SECONDS = 1.0
 POLL_INTERVAL = 1.0  # the server's default DELIVERY_POLL_INTERVAL
-STOP_TIMEOUT = 30.0
 JOB_POLL = 0.1
-SAMPLE_INTERVAL = 0.1
 PROGRESS_EVERY = 10.0
 FINISHED = ("completed", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mysql_url(params: Mapping[str, Any], database: str) -> str:
@@ -98,157 +97,6 @@ def create_queue(sim: SimulatorProcess, name: str) -> str:
         return str(json.loads(response.read())["QueueUrl"])
 
 
-def process_cpu(proc: psutil.Process) -> float:
-    try:
-        times = proc.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
-
-
-def service_processes() -> dict[str, psutil.Process]:
-    """MariaDB (and Redis) processes, to report their CPU separately."""
-    found = {}
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in SERVICE_NAMES:
-            found[f"{proc.info['name']}:{proc.pid}"] = proc
-    return found
-
-
-@dataclass
-class ServerProcesses:
-    """``delivery-server run`` processes, each in its own session (so nothing outlives
-    the bench), each logging to its own file."""
-
-    env: dict[str, str]
-    log_dir: Path
-    count: int
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    ports: list[int] = field(default_factory=list)
-
-    def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(self.count):
-            port = free_port()
-            log = (self.log_dir / f"server-{index}.log").open("wb")
-            env = {**self.env, "DELIVERY_HTTP_PORT": str(port)}
-            command = [sys.executable, "-m", "delivery_server", "run"]
-            proc = subprocess.Popen(
-                command,
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            log.close()
-            self.procs.append(proc)
-            self.ports.append(port)
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        for index, port in enumerate(self.ports):
-            while True:
-                self.check_alive()
-                try:
-                    url = f"http://127.0.0.1:{port}/readyz"
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"server {index} not ready within {timeout}s: {self.tail(index)}"
-                    )
-                time.sleep(0.1)
-
-    def check_alive(self) -> None:
-        for index, proc in enumerate(self.procs):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server {index} exited ({proc.returncode}): {self.tail(index)}")
-
-    def tail(self, index: int, chars: int = 2000) -> str:
-        path = self.log_dir / f"server-{index}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    def psutil_procs(self) -> list[psutil.Process]:
-        return [psutil.Process(p.pid) for p in self.procs]
-
-    def stop(self) -> None:
-        """SIGTERM (the server's own graceful stop), then SIGKILL the whole session."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
-class RssSampler:
-    """Peak (and last) resident set of each process, sampled by a thread at 10 Hz."""
-
-    def __init__(self, procs: list[psutil.Process]) -> None:
-        self._procs = procs
-        self.peak = [0] * len(procs)
-        self.last = [0] * len(procs)
-        self.peak_total = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self.sample()
-            if self._stop.wait(SAMPLE_INTERVAL):
-                return
-
-    def sample(self) -> None:
-        total = 0
-        for index, proc in enumerate(self._procs):
-            try:
-                rss = proc.memory_info().rss
-            except psutil.Error:
-                continue
-            self.last[index] = rss
-            self.peak[index] = max(self.peak[index], rss)
-            total += rss
-        self.peak_total = max(self.peak_total, total)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sample()
-
-
-@contextlib.contextmanager
-def py_spy(pid: int, output: Path) -> Iterator[None]:
-    """``py-spy record`` (collapsed stacks, GIL-holding samples only) while in the block.
-
-    The profiler samples from outside the process; its own CPU is not counted as ours."""
-    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
-    command += ["--format", "raw", "--output", str(output), "--rate", "200", "--gil"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # attached before the job starts
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def recreate_database(params: Mapping[str, Any], database: str) -> None:
     with connect(params) as conn, conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
@@ -262,14 +110,17 @@ def drop_database(params: Mapping[str, Any], database: str) -> None:
 
 def upgrade_schema(env: dict[str, str], timeout: float = 120.0) -> None:
     """``delivery-server db upgrade``: our own migrations build the schema."""
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "delivery_server", "db", "upgrade"],
         env=env,
         cwd=REPO,
-        check=True,
+        check=False,
         timeout=timeout,
         capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"db upgrade exited {done.returncode}: {done.stderr[-2000:]}")
 
 
 def set_processing(work: Workload) -> float:
@@ -302,7 +153,7 @@ def wait_finished(
     return None
 
 
-def verify(work: Workload) -> dict[str, int]:
+def verify(work: Workload) -> dict[str, Any]:
     """What the database says: counts by status, distinct message ids, attempts."""
     with work.connect() as conn, conn.cursor() as cur:
         cur.execute(
@@ -327,19 +178,38 @@ def verify(work: Workload) -> dict[str, int]:
     }
 
 
-@contextlib.contextmanager
-def running_servers(servers: ServerProcesses) -> Iterator[ServerProcesses]:
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
+@dataclass(frozen=True, slots=True)
+class CpuSnapshot:
+    """CPU seconds used so far by our servers, the services, the stand-in, the machine."""
+
+    servers: float
+    services: dict[str, float]
+    simulator: float
+    machine: float
+
+    @classmethod
+    def take(
+        cls, procs: list[psutil.Process], services: dict[str, psutil.Process], sim: SimulatorProcess
+    ) -> CpuSnapshot:
+        return cls(
+            servers=sum(process_cpu(p) for p in procs),
+            services={key: process_cpu(p) for key, p in services.items()},
+            simulator=sim.cpu_seconds(),
+            machine=_busy(psutil.cpu_times()),
+        )
+
+    def mariadb_since(self, before: CpuSnapshot) -> float:
+        return sum(
+            cpu - before.services[key]
+            for key, cpu in self.services.items()
+            if key.startswith(("mariadbd", "mysqld"))
+        )
 
 
-def run_ours(
-    args: Any, sim: SimulatorProcess, params: Mapping[str, Any], run_dir: Path
-) -> dict[str, Any]:
-    """One job of ``args.emails`` through ``args.servers`` server processes; the figures."""
+def _prepare(
+    args: Any, sim: SimulatorProcess, params: Mapping[str, Any], emails: int, tracking: bool
+) -> tuple[Workload, dict[str, str], float]:
+    """A fresh database with the job in ``draft``, a clean stand-in, the servers' settings."""
     database = args.database
     recreate_database(params, database)
     db_env = {"DELIVERY_DATABASE_URL": mysql_url(params, database)}
@@ -347,7 +217,7 @@ def run_ours(
     created = time.perf_counter()
     work = create_schema_and_job(
         params,
-        args.emails,
+        emails,
         args.attachment_ratio,
         database=database,
         fresh=False,
@@ -357,20 +227,41 @@ def run_ours(
     create_s = time.perf_counter() - created
     sim.control("/_sim/reset", {})  # a clean sent log: first send and duplicates are ours
     queue_url = create_queue(sim, f"bench-{database}")
-    env = base_env(
-        {
-            **db_env,
-            "DELIVERY_QUEUE": "sqs",
-            "DELIVERY_SQS_QUEUE_URL": queue_url,
-            "DELIVERY_AWS_ENDPOINT_URL": sim.endpoint_url,
-            "DELIVERY_SENDER": "ses",
-            "DELIVERY_ATTACHMENTS_DIR": str(work.attachments_dir),
-            "DELIVERY_LOG_FORMAT": "json",
-            **dict(item.split("=", 1) for item in args.server_env),
-        }
-    )
+    settings = {
+        **db_env,
+        "DELIVERY_QUEUE": "sqs",
+        "DELIVERY_SQS_QUEUE_URL": queue_url,
+        "DELIVERY_AWS_ENDPOINT_URL": sim.endpoint_url,
+        "DELIVERY_SENDER": "ses",
+        "DELIVERY_ATTACHMENTS_DIR": str(work.attachments_dir),
+        "DELIVERY_LOG_FORMAT": "json",
+    }
+    if tracking:
+        if sim.events_queue_url is None:
+            raise ValueError("tracking needs a stand-in that publishes SES events")
+        settings["DELIVERY_EVENTS_QUEUE_URL"] = sim.events_queue_url
+    settings.update(item.split("=", 1) for item in args.server_env)
+    return work, base_env(settings), create_s
+
+
+def run_ours(
+    args: Any,
+    sim: SimulatorProcess,
+    params: Mapping[str, Any],
+    run_dir: Path,
+    *,
+    emails: int,
+    tracking: bool,
+) -> dict[str, Any]:
+    """One job of ``emails`` through ``args.servers`` server processes; the figures.
+
+    With ``tracking`` the servers consume the stand-in's events queue (``sim`` must
+    publish events), and the run waits until every event is recorded (bounded by
+    ``args.timeout``) before it stops them; the job's own figures end with the job."""
+    work, env, create_s = _prepare(args, sim, params, emails, tracking)
     servers = ServerProcesses(env, run_dir, args.servers)
     services = service_processes()
+    tracked: dict[str, Any] = {}
     with running_servers(servers), contextlib.ExitStack() as profiles:
         servers.wait_ready()
         # Start-up settles for a second; then the job arrives at a random moment of the
@@ -382,27 +273,27 @@ def run_ours(
         if args.py_spy:
             for index, proc in enumerate(servers.procs):
                 profiles.enter_context(py_spy(proc.pid, run_dir / f"server-{index}.pyspy.txt"))
-        cpu0 = [process_cpu(p) for p in procs]
-        startup_cpu = sum(cpu0)
-        service0 = {key: process_cpu(p) for key, p in services.items()}
-        sim_cpu0 = sim.cpu_seconds()
-        machine0 = psutil.cpu_times()
+        before = CpuSnapshot.take(procs, services, sim)
         with RssSampler(procs) as rss:
             started = set_processing(work)
             status = wait_finished(work, servers, sim, time.monotonic() + args.timeout)
             ended = time.time()
-        cpu = sum(process_cpu(p) for p in procs) - startup_cpu
-        services_cpu = {k: round(process_cpu(p) - service0[k], 2) for k, p in services.items()}
-        sim_cpu = sim.cpu_seconds() - sim_cpu0
-        machine1 = psutil.cpu_times()
-    machine_busy = _busy(machine1) - _busy(machine0)
+        after = CpuSnapshot.take(procs, services, sim)
+        if tracking:
+            drain = wait_ingested(work, sim, servers, time.monotonic() + args.timeout)
+            tracked = figures(work, sim, servers, drain)
+            drained = sum(process_cpu(p) for p in procs)
+            tracked["drain_cpu_s"] = round(drained - after.servers, 2)
     sent_log = sim.control("/_sim/sent")
     calls = sim.control("/_sim/stats")
     checks = verify(work)
     wall = ended - started
     sent = checks.get("db_sent", 0)
     first = sent_log.get("first_accepted_at")
-    mariadb_cpu = sum(v for k, v in services_cpu.items() if k.startswith(("mariadbd", "mysqld")))
+    cpu = after.servers - before.servers
+    mariadb_cpu = after.mariadb_since(before)
+    sim_cpu = after.simulator - before.simulator
+    machine_busy = after.machine - before.machine
     exactly_once = (
         status is not None
         and sent == work.emails
@@ -410,8 +301,10 @@ def run_ours(
         and sent_log["duplicates"] == 0
         and checks["db_distinct_message_ids"] == work.emails
     )
+    picked_up = checks["job_picked_up_at"]
     return {
         "run": "ours",
+        "tracking": tracking,
         "emails": work.emails,
         "servers": args.servers,
         "status": status,
@@ -428,10 +321,8 @@ def run_ours(
         "final_rss_mb": round(max(rss.last) / 2**20, 1),
         "start_phase_s": round(phase, 3),
         "first_send_s": round(first - started, 3) if first else None,
-        "picked_up_s": round(checks["job_picked_up_at"] - started, 3)
-        if checks["job_picked_up_at"]
-        else None,
-        "startup_cpu_s": round(startup_cpu, 3),
+        "picked_up_s": round(picked_up - started, 3) if picked_up else None,
+        "startup_cpu_s": round(before.servers, 3),
         "mariadb_cpu_s": round(mariadb_cpu, 2),
         "simulator_cpu_s": round(sim_cpu, 2),
         "other_cpu_s": round(max(0.0, machine_busy - cpu - mariadb_cpu - sim_cpu), 2),
@@ -443,6 +334,7 @@ def run_ours(
         "aws_calls": {k.removeprefix("AmazonSQS."): v for k, v in calls["sqs"].items()}
         | calls["ses"],
         "log_dir": str(run_dir),
+        **tracked,
         **checks,
     }
 

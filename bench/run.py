@@ -1,26 +1,37 @@
 """The benchmark of issue 5, in one run: our server, the floor and the peers, same stand-in.
 
     python -m bench.run --emails N [--peer-emails M] [--eed-emails E] [--servers K]
+                        [--tracking-off-emails T] [--bounce-rate R]
                         [--skip-peers] [--json-out FILE]
 
 1. starts the AWS stand-in (a child process, 20 ms per SES send);
-2. **ours**: a fresh MariaDB database built by our migrations, one job of N statement
-   emails (per-recipient variables, 10 % with a ~100 KB PDF), K ``delivery-server run``
-   processes; the job is set to ``processing`` and the run ends when the job row says it
-   finished (``bench.ours`` says what is measured and how);
-3. **floor**: raw aiobotocore ``SendEmail`` calls per CPU-second against the same stand-in
+2. **ours, tracking on**: a fresh MariaDB database built by our migrations, one job of N
+   statement emails (per-recipient variables, 10 % with a ~100 KB PDF), K
+   ``delivery-server run`` processes; the job is set to ``processing`` and its figures end
+   when the job row says it finished (``bench.ours`` says what is measured and how). A
+   second stand-in publishes the SES events of every send (``Send``, then ``Delivery``,
+   ``Bounce`` for R = 1 %) and our servers' trackers record them; the run waits until every
+   event is recorded (``bench.tracking``);
+3. **ours, tracking off**: the same job of T (default N) emails, the same way, without
+   an events queue: the cost of tracking is the difference between the two rows;
+4. **floor**: raw aiobotocore ``SendEmail`` calls per CPU-second against the same stand-in
    (``bench.floor``);
-4. **peers** on a slice of M emails: Celery (threads x 32, Redis, boto3) and a model of the
+5. **peers** on a slice of M emails: Celery (threads x 32, Redis, boto3) and a model of the
    old job manager (EED: a thread per email, a fixed 1 s poll delay) on E emails, because
    its rate is bound by that poll delay, not by its CPU.
 
 Prints a table, the command that reproduces it, and ends with exactly one line:
 
     RESULT emails_per_s=X ratio_to_floor=Y ratio_to_celery=Z peak_rss_mb=M first_send_s=F
+           events_per_s=E emails_per_s_tracking_off=T
 
+(on one line). Every figure but the last is of the run with tracking on;
 ``ratio_to_floor`` = our emails per CPU-second / raw send calls per CPU-second;
-``ratio_to_celery`` = our emails per CPU-second / Celery's (``na`` with ``--skip-peers``).
-Exit code 1 when any email was not sent exactly once, or a part did not finish.
+``ratio_to_celery`` = our emails per CPU-second / Celery's (``na`` with ``--skip-peers``);
+``events_per_s`` = SES events recorded per second; ``emails_per_s_tracking_off`` = the
+tracking-off run's emails/s (``na`` with ``--tracking-off-emails 0``).
+Exit code 1 when any email was not sent exactly once, an event was not recorded, or a
+part did not finish.
 Every part is bounded (``--timeout`` per part); every child process is stopped on exit.
 """
 
@@ -45,7 +56,9 @@ from typing import Any
 import psutil
 
 from bench.ours import base_env, drop_database, run_ours
+from bench.report import result_line, table
 from bench.stand_in import REPO, SimulatorProcess
+from bench.tracking import DEFAULT_BOUNCE_RATE, EVENTS_QUEUE
 from bench.workload import DEFAULT_ATTACHMENTS_DIR
 
 DEFAULT_DATABASE = "delivery_bench_ours"
@@ -63,6 +76,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-emails", type=int, help="Celery's slice (default min(N, 20000))")
     parser.add_argument("--eed-emails", type=int, help="EED's slice (default: --peer-emails)")
     parser.add_argument("--servers", type=int, default=1, help="our server processes")
+    parser.add_argument(
+        "--tracking-off-emails",
+        type=int,
+        help="T: the job of the run without tracking (default: N; 0 skips that run)",
+    )
+    parser.add_argument(
+        "--bounce-rate",
+        type=float,
+        default=DEFAULT_BOUNCE_RATE,
+        help="share of emails the stand-in bounces in the tracking run (default: 0.01)",
+    )
     parser.add_argument("--skip-peers", action="store_true", help="ours and the floor only")
     parser.add_argument("--floor-calls", type=int, default=4000)
     parser.add_argument("--attachment-ratio", type=float, default=0.1)
@@ -91,6 +115,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.emails < 1 or args.servers < 1:
         parser.error("--emails and --servers must be at least 1")
+    if args.tracking_off_emails is None:
+        args.tracking_off_emails = args.emails
+    if args.tracking_off_emails < 0:
+        parser.error("--tracking-off-emails must be 0 (skip that run) or more")
+    if not 0.0 <= args.bounce_rate <= 1.0:
+        parser.error(f"--bounce-rate {args.bounce_rate} must be between 0 and 1")
     if args.peer_emails is None:
         args.peer_emails = min(args.emails, 20_000)
     if args.eed_emails is None:
@@ -217,113 +247,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _per_1000(cpu: float | None, count: int | None) -> float | None:
-    return cpu / count * 1000 if cpu and count else None
-
-
-def table(report: dict[str, Any]) -> str:
-    ours, floor = report["ours"], report["floor"]
-    peers = report.get("peers", {})
-    header = (
-        "| run | emails | emails/s | CPU s per 1,000 | emails per CPU-s | peak RSS MB "
-        "| first send s | notes |"
-    )
-    rows = [header, "|---|--:|--:|--:|--:|--:|--:|---|"]
-    once = "exactly once ✓" if ours["exactly_once"] else "NOT exactly once ✗"
-    rows.append(
-        f"| **ours** ({ours['servers']} server process{'es' if ours['servers'] > 1 else ''}) "
-        f"| {_fmt(ours['emails'])} | {_fmt(ours['emails_per_s'])} "
-        f"| {_fmt(ours['cpu_s_per_1000'], 2)} | {_fmt(ours['emails_per_cpu_s'])} "
-        f"| {_fmt(ours['peak_rss_mb'])} | {_fmt(ours['first_send_s'], 2)} "
-        f"| {once}; sim {_fmt(ours['simulator_accepted'])} accepted, "
-        f"{ours['simulator_duplicates']} duplicates |"
-    )
-    before, after = floor["before_calls_per_cpu_s"], floor["after_calls_per_cpu_s"]
-    rows.append(
-        _floor_row(
-            "floor: raw aiobotocore SendEmail",
-            floor,
-            f"SDK defaults, concurrency {floor['concurrency']}, no DB/queue/rendering; "
-            f"before ours {_fmt(before, 0)}, after {_fmt(after, 0)}",
-        )
-    )
-    tuned = report.get("floor_tuned")
-    if tuned is not None:
-        ratio = _ratio(ours["emails_per_cpu_s"], tuned["calls_per_cpu_s"])
-        rows.append(
-            _floor_row(
-                "the same call, our sender's path",
-                tuned,
-                f"DELIVERY_AWS_HTTP=direct (aws_direct, sigv4); ours ÷ this = {ratio}",
-            )
-        )
-    notes = {
-        "celery": lambda r: f"{r.get('pool')} pool x {r.get('concurrency')}, Redis broker, boto3",
-        "eed": lambda r: (
-            f"thread per email, {r.get('poll_delay_s')} s poll delay: rate bound by the poll"
-            + (", smaller slice" if r["emails"] < peers.get("celery", r)["emails"] else "")
-        ),
-    }
-    names = {"celery": "Celery", "eed": "EED model (old job manager)"}
-    for key in ("celery", "eed"):
-        peer = peers.get(key)
-        if peer is None:
-            continue
-        rows.append(
-            f"| {names[key]} | {_fmt(peer['emails'])} | {_fmt(peer['emails_per_s'])} "
-            f"| {_fmt(_per_1000(peer['cpu_s'], peer['sent']), 2)} "
-            f"| {_fmt(peer['emails_per_cpu_s'])} | {_fmt(peer['peak_rss_mb'])} "
-            f"| {_fmt(peer.get('first_send_s'), 2)} | {notes[key](peer)} |"
-        )
-    available = ours["wall_s"] * (report["machine"]["nproc"] or 1)
-    services = (
-        f"Alongside ours ({_fmt(ours['wall_s'], 1)} s): MariaDB {_fmt(ours['mariadb_cpu_s'], 1)} "
-        f"CPU-s, stand-in {_fmt(ours['simulator_cpu_s'], 1)} CPU-s, our servers "
-        f"{_fmt(ours['cpu_s'], 1)} CPU-s, everything else on the machine "
-        f"{_fmt(ours['other_cpu_s'], 1)} CPU-s (of {_fmt(available, 0)} available)."
-    )
-    return "\n".join([*rows, "", services])
-
-
-def _ratio(ours_rate: float | None, other: float | None) -> str:
-    return f"{ours_rate / other:.2f}" if ours_rate and other else "na"
-
-
-def _floor_row(label: str, floor: dict[str, Any], notes: str) -> str:
-    per_1000 = _fmt(_per_1000(floor["cpu_s"], floor["calls"]), 2)
-    return (
-        f"| {label} | {_fmt(floor['calls'])} calls | {_fmt(floor['calls_per_s'])} | {per_1000} "
-        f"| {_fmt(floor['calls_per_cpu_s'])} | — | — | {notes} |"
-    )
-
-
-def result_line(report: dict[str, Any]) -> str:
-    ours, floor = report["ours"], report["floor"]
-    celery = report.get("peers", {}).get("celery")
-    rate = ours["emails_per_cpu_s"]
-    return (
-        f"RESULT emails_per_s={_plain(ours['emails_per_s'])} "
-        f"ratio_to_floor={_ratio(rate, floor.get('calls_per_cpu_s'))} "
-        f"ratio_to_celery={_ratio(rate, celery and celery.get('emails_per_cpu_s'))} "
-        f"peak_rss_mb={_plain(ours['peak_rss_mb'])} "
-        f"first_send_s={_plain(ours['first_send_s'], 2)}"
-    )
-
-
-def _plain(value: float | None, digits: int = 1) -> str:
-    return "na" if value is None else f"{value:.{digits}f}"
-
-
 def reproduce(argv: list[str]) -> str:
     return "python -m bench.run " + " ".join(shlex.quote(a) for a in argv)
 
@@ -334,7 +257,41 @@ def ok(report: dict[str, Any]) -> bool:
         for p in report.get("peers", {}).values()
     )
     floors_ok = report["floor"]["failures"] == 0 and report["floor_tuned"]["failures"] == 0
-    return bool(report["ours"]["exactly_once"]) and floors_ok and peers_ok
+    ours = report["ours"]
+    off = report.get("ours_tracking_off")
+    ours_ok = ours["exactly_once"] and ours["tracking_complete"]
+    off_ok = off is None or off["exactly_once"]
+    return bool(ours_ok and off_ok) and floors_ok and peers_ok
+
+
+def run_both(
+    args: argparse.Namespace, sim: SimulatorProcess, params: dict[str, Any], run_dir: Path
+) -> dict[str, Any]:
+    """Ours with tracking on, then (unless skipped) off: ``ours``, ``ours_tracking_off``."""
+    runs: dict[str, Any] = {}
+    # A stand-in of its own publishes the events: the tracking-off run and the floors
+    # use one that does not spend its CPU on events nobody reads.
+    with SimulatorProcess(
+        ses_latency=args.ses_latency, events_queue=EVENTS_QUEUE, bounce_rate=args.bounce_rate
+    ) as tracked:
+        print(
+            f"ours, tracking on: {args.emails:,} emails, {args.servers} server(s) ...",
+            file=sys.stderr,
+        )
+        runs["ours"] = run_ours(
+            args, tracked, params, run_dir / "tracking-on", emails=args.emails, tracking=True
+        )
+    if args.tracking_off_emails:
+        print(f"ours, tracking off: {args.tracking_off_emails:,} emails ...", file=sys.stderr)
+        runs["ours_tracking_off"] = run_ours(
+            args,
+            sim,
+            params,
+            run_dir / "tracking-off",
+            emails=args.tracking_off_emails,
+            tracking=False,
+        )
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_floor(args, sim.endpoint_url),
                 run_floor(args, sim.endpoint_url, *ours_path),
             )
-            print(f"ours: {args.emails:,} emails, {args.servers} server(s) ...", file=sys.stderr)
-            report["ours"] = run_ours(args, sim, params, run_dir)
+            report.update(run_both(args, sim, params, run_dir))
             print("floor again ...", file=sys.stderr)
             after = (
                 run_floor(args, sim.endpoint_url),
@@ -383,10 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(report))
     print(f"\nreproduce: {report['command']}")
-    print(f"server logs: {report['ours']['log_dir']}")
+    print(f"server logs: {run_dir}")
     passed = ok(report)
     if not passed:
-        print("CHECK FAILED: an email was not sent exactly once, or a part did not finish")
+        print(
+            "CHECK FAILED: an email was not sent exactly once, an event was not recorded, "
+            "or a part did not finish"
+        )
     print(result_line(report))
     return 0 if passed else 1
 

@@ -186,7 +186,7 @@ def write_pdf(directory: Path, size: int = PDF_BYTES) -> Path:
 def recipient_variables(index: int, rng: random.Random, has_pdf: bool) -> dict[str, Any]:
     """Per-recipient statement variables (about 600 bytes of JSON)."""
     balance = rng.randint(0, 5_000_000) / 100
-    lines = []
+    lines: list[dict[str, Any]] = []
     for day in range(1, 6):
         amount = rng.randint(-50_000, 50_000) / 100
         balance += amount

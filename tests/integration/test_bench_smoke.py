@@ -1,8 +1,10 @@
 """The benchmark still runs end to end (``bench.run``, as ``make bench-smoke`` runs it).
 
 No timing is asserted: CI machines are noisy. What is asserted is what the benchmark
-itself promises: every email of our job was sent exactly once, the floor and both peers
-finished, and the last line is a well-formed RESULT line. Needs MariaDB and Redis (the
+itself promises: every email of our job was sent exactly once, with tracking on and off;
+with tracking on, every SES event the stand-in published (``Send`` and ``Delivery`` or
+``Bounce`` per email) was recorded once before the servers stopped; the floor and both
+peers finished, and the last line is a well-formed RESULT line. Needs MariaDB and Redis (the
 Celery peer's broker) on this machine, and the ``bench`` extra (celery, psutil).
 """
 
@@ -23,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 RESULT = re.compile(
     r"RESULT emails_per_s=(?P<rate>\d+\.\d) ratio_to_floor=(?P<floor>\d+\.\d\d) "
     r"ratio_to_celery=(?P<celery>\d+\.\d\d) peak_rss_mb=(?P<rss>\d+\.\d) "
-    r"first_send_s=(?P<first>\d+\.\d\d)"
+    r"first_send_s=(?P<first>\d+\.\d\d) "
+    r"events_per_s=(?P<events>\d+\.\d) emails_per_s_tracking_off=(?P<off>\d+\.\d)"
 )
 EMAILS, PEER_EMAILS = 200, 60
 
@@ -55,6 +58,19 @@ def test_bench_smoke_sends_every_email_exactly_once(mariadb_server: str, tmp_pat
     assert ours["sent"] == ours["simulator_accepted"] == ours["db_distinct_message_ids"] == EMAILS
     assert ours["simulator_duplicates"] == 0
     assert ours["db_attempts"] == EMAILS  # one attempt each: nothing was retried or resent
+    assert ours["tracking"]
+    assert ours["tracking_complete"], ours
+    # Two events per email (the bench's addresses are ordinary ones: no simulator outcomes).
+    assert ours["events_recorded"] == ours["events_published"] == 2 * EMAILS
+    assert ours["events_by_type"]["Send"] == EMAILS
+    bounced = ours["bounced_by_rate"]
+    expected = {"delivered": EMAILS - bounced, "bounced": bounced}
+    assert ours["delivery_counts"] == {status: n for status, n in expected.items() if n}
+    off = figures["ours_tracking_off"]
+    assert not off["tracking"]
+    assert off["exactly_once"]
+    assert off["sent"] == off["simulator_accepted"] == off["db_distinct_message_ids"] == EMAILS
+    assert off["db_attempts"] == EMAILS
     assert figures["floor"]["failures"] == 0
     for peer in ("celery", "eed"):
         assert figures["peers"][peer]["sent"] == PEER_EMAILS, figures["peers"][peer]
