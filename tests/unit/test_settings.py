@@ -153,3 +153,55 @@ def test_a_bad_combination_stops_the_server_with_exit_2(
     assert err.count("\n") == 0
     assert "DELIVERY_SHUTDOWN_GRACE" in err
     assert "DELIVERY_STOP_TIMEOUT" in err
+
+
+def test_tracking_defaults_sit_below_ses_review_thresholds() -> None:
+    settings = load_settings()
+    assert (settings.brake_bounce_rate, settings.brake_complaint_rate) == (0.05, 0.001)
+    assert settings.brake_min_sends == 200
+    assert settings.events_queue_url is None
+    assert settings.api_port is None
+    assert settings.topic_arns == frozenset()  # POST /ses/events refuses every message
+
+
+def test_sns_topics_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "DELIVERY_SNS_TOPIC_ARNS", " arn:aws:sns:eu-west-1:1:a , arn:aws:sns:eu-west-1:1:b,"
+    )
+    assert load_settings().topic_arns == {"arn:aws:sns:eu-west-1:1:a", "arn:aws:sns:eu-west-1:1:b"}
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://mail.bank.example", True),
+        ("http://127.0.0.1:8081", True),
+        ("http://localhost:8081", True),
+        ("http://mail.bank.example", False),  # unsubscribe links travel to the internet
+        ("ftp://mail.bank.example", False),
+        ("mail.bank.example", False),
+    ],
+)
+def test_the_public_url_is_https_except_on_loopback(
+    monkeypatch: pytest.MonkeyPatch, url: str, accepted: bool
+) -> None:
+    monkeypatch.setenv("DELIVERY_PUBLIC_URL", url)
+    if accepted:
+        assert load_settings().public_url == url
+    else:
+        with pytest.raises(ConfigError, match="DELIVERY_PUBLIC_URL: must be an https://"):
+            load_settings()
+
+
+def test_a_short_unsubscribe_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELIVERY_UNSUBSCRIBE_SECRET", "short")
+    with pytest.raises(ConfigError, match="DELIVERY_UNSUBSCRIBE_SECRET: must be at least 32"):
+        load_settings()
+    monkeypatch.setenv("DELIVERY_UNSUBSCRIBE_SECRET", "k" * 32)
+    assert load_settings().unsubscribe_secret is not None
+
+
+def test_brake_rates_are_fractions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELIVERY_BRAKE_BOUNCE_RATE", "5")
+    with pytest.raises(ConfigError, match="DELIVERY_BRAKE_BOUNCE_RATE"):
+        load_settings()
