@@ -112,7 +112,8 @@ class Tracker:
             outcomes = await self._recorder.record([event for _, event in parsed])
             for (delivery, _), outcome in zip(parsed, outcomes, strict=True):
                 if outcome is EventOutcome.EARLY:
-                    await self._queue.change_visibility(delivery.receipt, self._early_retry_seconds)
+                    retry = self._early_retry(delivery.receive_count)
+                    await self._queue.change_visibility(delivery.receipt, retry)
                 else:
                     done.append(delivery.receipt)
         if done:
