@@ -78,8 +78,9 @@ class Metrics:
         )
         self.event_outcomes = Counter(
             "delivery_event_outcomes",
-            "What became of each events-queue message or SNS POST (recorded, duplicate, "
-            "unmatched, early, malformed, forged, ...).",
+            "What became of each events-queue receive or SNS POST (recorded, duplicate, "
+            "unmatched, early, malformed, forged, ...); an early or malformed message counts "
+            "once per receive.",
             ["outcome"],
             registry=r,
         )
