@@ -14,7 +14,8 @@ Every test email has its own recipient address, so "received" is counted per add
   own status and counts against its emails.
 * ``unknown``: emails that became ``unknown`` during the scenario; never more than the
   sends in flight at the faults (``in_flight``), and each one of them when the scenario
-  knows which emails were in flight.
+  knows which emails were in flight; ``resolved``: those of them that ended ``sent``
+  without an operator's resend (a late confirmation, or SES's own ``Send`` events).
 * metrics: the database gauges (``delivery_emails{status}``) of every scraped process
   against the database, and, when asked, the summed ``delivery_emails_sent_total``.
 
@@ -144,6 +145,7 @@ class Outcome:
     duplicated: int = 0
     resent_unknown: int = 0
     unknown: int = 0
+    resolved: int = 0
     in_flight: int | None = None
     unknown_not_in_flight: int = 0
     unexpected: int = 0
@@ -201,6 +203,7 @@ class Outcome:
             "lost": self.lost,
             "duplicated": self.duplicated,
             "unknown": self.unknown,
+            "resolved": self.resolved,
             "in_flight": self.in_flight,
             "resent_unknown": self.resent_unknown,
             "unexpected": self.unexpected,
@@ -284,6 +287,7 @@ def check(
     in_flight: Collection[str] | int | None = None,
     metrics: Sequence[str] = (),
     compare_sent_counter: bool = False,
+    received: Counter[str] | None = None,
 ) -> Outcome:
     """Compare moto's SES with the database for one job and record the figures.
 
@@ -291,10 +295,12 @@ def check(
     ``restart-failed --include-unknown``); ``resent_unknown``: the addresses resent on that
     word, whose second copy is not a duplicate; ``in_flight``: the addresses in flight at
     the faults (or just their number); ``metrics``: the ``/metrics`` texts of the processes
-    that are still running.
+    that are still running; ``received``: copies per recipient that SES accepted, when
+    the SES is not moto (the stand-in's log).
     """
     rows = email_rows(database_url, job_id)
-    received = Counter(rcpt for mail in moto_sent(moto_endpoint) for rcpt in mail.to)
+    if received is None:
+        received = Counter(rcpt for mail in moto_sent(moto_endpoint) for rcpt in mail.to)
     by_address = {row.to_address: row for row in rows}
     assert len(by_address) == len(rows), "test emails must have distinct addresses"
     statuses = Counter(row.status for row in rows)
@@ -311,6 +317,7 @@ def check(
         duplicated=len(problems["duplicated"]),
         resent_unknown=len(problems["resent_unknown"]),
         unknown=len(unknown),
+        resolved=sum(by_address[a].status == "sent" for a in unknown - resent if a in by_address),
         unexpected=len(problems["unexpected"]),
         sent_not_received=len(problems["sent_not_received"]),
         received_not_sent=len(problems["received_not_sent"]),

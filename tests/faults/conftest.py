@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.rig import FaultRig
+from bench.stand_in import SimulatorProcess
+from tests.faults.rig import FaultRig, faults_emails
+from tests.faults.stand_in_rig import EVENTS_QUEUE, StandInRig
 
 RESULTS_KEY = pytest.StashKey[tuple[Path, int]]()
 COLUMNS = (
@@ -24,6 +26,7 @@ COLUMNS = (
     "lost",
     "duplicated",
     "unknown",
+    "resolved",
     "in_flight",
     "resent_unknown",
     "seconds",
@@ -63,6 +66,29 @@ def rig(
         yield fault_rig
     finally:
         fault_rig.close()
+
+
+@pytest.fixture
+def stand_in_rig(
+    request: pytest.FixtureRequest,
+    mariadb_url: str,
+    aws_env: None,
+    tmp_path: Path,
+    faults_results: Path,
+) -> Iterator[StandInRig]:
+    """A rig on a stand-in process of its own that publishes SES events (no SES latency:
+    the fault proxy delays the sends), keeping every accepted email for the checker."""
+    scenario = request.node.name.removeprefix("test_")
+    keep = str(max(10_000, 3 * faults_emails()))
+    stand_in = SimulatorProcess(
+        ses_latency=0.0, events_queue=EVENTS_QUEUE, extra_args=("--keep-sent", keep)
+    )
+    with stand_in:
+        fault_rig = StandInRig(scenario, mariadb_url, stand_in, tmp_path, faults_results)
+        try:
+            yield fault_rig
+        finally:
+            fault_rig.close()  # first: its proxy waits for the sends the stand-in answers
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

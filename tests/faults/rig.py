@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -55,12 +56,17 @@ class FaultRig:
         self.domain = f"{secrets.token_hex(3)}.customers.example"
         self.tcp: TcpProxy | None = None
         self.servers: list[ServerProcess] = []
-        verify_sender(moto)
-        self.queue_url = create_sqs_queue(moto)
+        self.queue_url = self.set_up_aws()
         asyncio.run(upgrade_database(load_settings(database_url=database_url)))
         self.proxy = FaultProxy(moto).start()  # last: nothing to clean up if set-up fails
 
     # -- set-up ----------------------------------------------------------------------
+
+    def set_up_aws(self) -> str:
+        """The sender identity verified and the servers' SQS queue created, at ``moto``
+        (the AWS the fault proxy fronts); returns the queue's URL."""
+        verify_sender(self.moto)
+        return create_sqs_queue(self.moto)
 
     def database_proxy(self) -> TcpProxy:
         """A TCP proxy in front of MariaDB (started on first use)."""
@@ -249,6 +255,10 @@ class FaultRig:
 
     # -- the verdict -----------------------------------------------------------------
 
+    def accepted(self) -> Counter[str] | None:
+        """Copies per recipient that SES accepted; None: the checker asks moto."""
+        return None
+
     def check_after_resending_unknown(
         self,
         job_id: int,
@@ -301,4 +311,5 @@ class FaultRig:
             in_flight=in_flight if isinstance(in_flight, int | None) else set(in_flight),
             metrics=metrics,
             compare_sent_counter=compare_sent_counter,
+            received=self.accepted(),
         )
