@@ -6,6 +6,10 @@ breaks or other control characters (header injection: ``Subject: Hi\\r\\nBcc: ..
 no raw RFC 2047 encoded words (``=?utf-8?q?...?=``), which a mail reader would decode
 into whatever an attacker put there. The stdlib encodes non-ASCII text itself.
 
+The checks run once per email, in ``CheckedEmail(email)``: the pipeline makes one, and
+senders (``ports.Sender``) and the builders here take only that type, so they write its
+values as they are instead of checking them again.
+
 Error messages never contain the offending value: they end up in logs and in
 ``last_error``, and the value is personal data.
 """
@@ -27,7 +31,7 @@ from email.utils import format_datetime, formataddr
 from email_validator import EmailNotValidError, validate_email
 
 from delivery_server.errors import PermanentError
-from delivery_server.models import OutgoingEmail
+from delivery_server.models import Attachment, OutgoingEmail
 
 # SES v2 accepts messages up to 40 MB, attachments (base64-encoded) included.
 MAX_SES_MESSAGE_BYTES = 40 * 1024 * 1024
@@ -43,13 +47,16 @@ _CONTENT_TYPE = re.compile(rf"{_MIME_NAME_CHARS}/{_MIME_NAME_CHARS}")
 _SHORT_HEADER = 76
 # Parts of validator messages that may quote the address: '...', "...", (...).
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^)]*\)")
+# The ids of the job and the email, on every message (never personal data): they tie
+# bounces and replies back to the email.
+JOB_ID_HEADER = "X-Delivery-Job-Id"
+EMAIL_ID_HEADER = "X-Delivery-Email-Id"
 
 
-# Each address is checked twice per email (when the pipeline prepares it, when the sender
-# writes it, a few milliseconds and at most a few hundred other emails apart) and a job's
-# sender address for every email: ~50 us each. Only valid addresses are kept (a
-# PermanentError is not cached); small, so that importing a million recipients does not
-# fill memory with addresses that are never checked again.
+# The validator is the dearest check and the same addresses come back (a job's sender for
+# each of its emails, an email retried). Only valid addresses are kept (a PermanentError
+# is not cached); small, so that importing a million recipients does not fill memory with
+# addresses that are never checked again.
 @functools.lru_cache(maxsize=512)
 def validate_address(address: str) -> str:
     """Check an address's syntax (no DNS lookup) and return its normalized ASCII form.
@@ -97,63 +104,84 @@ def _mailbox(name: str, value: str) -> tuple[str, str]:
     return display, validate_address(text)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class CheckedEmail:
-    """The header values of an email after every safety check, ready to use."""
+    """An outgoing email after every header check: what senders take and trust.
+
+    ``CheckedEmail(email)`` is the only way to make one and it runs the checks (addresses,
+    subject, attachment names and types), raising ``PermanentError`` that names the
+    header, never its value. Header values are ready to write; bodies may hold anything
+    (they never touch a header).
+    """
 
     from_address: str  # bare, normalized: the envelope sender
     from_header: str  # with display name, RFC 2047-encoded when not ASCII
     to_address: str
     subject: str
-    reply_to_address: str | None = None
-    reply_to_header: str | None = None
+    reply_to_address: str | None
+    reply_to_header: str | None
+    text_body: str
+    html_body: str | None
+    attachments: tuple[Attachment, ...]
+    # Ids for providers that can tag messages (never personal data).
+    email_id: int | None
+    job_id: int | None
+
+    def __init__(self, email: OutgoingEmail) -> None:
+        from_name, from_address = _mailbox("From", email.from_address)
+        to_address = validate_address(check_header("To", email.to_address))
+        reply_address = reply_header = None
+        if email.reply_to:
+            reply_name, reply_address = _mailbox("Reply-To", email.reply_to)
+            reply_header = formataddr((reply_name, reply_address))
+        for attachment in email.attachments:
+            check_header("attachment filename", attachment.filename)
+            if not _CONTENT_TYPE.fullmatch(attachment.content_type):
+                raise PermanentError("attachment content_type must look like type/subtype")
+        fields = {
+            "from_address": from_address,
+            "from_header": formataddr((from_name, from_address)),
+            "to_address": to_address,
+            "subject": check_header("Subject", email.subject),
+            "reply_to_address": reply_address,
+            "reply_to_header": reply_header,
+            "text_body": email.text_body,
+            "html_body": email.html_body,
+            "attachments": email.attachments,
+            "email_id": email.email_id,
+            "job_id": email.job_id,
+        }
+        # Frozen: set the way the dataclass's own __init__ would; nothing changes them later.
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def id_headers(self) -> list[tuple[str, str]]:
+        """The ``X-Delivery-*`` headers every sender writes: the job's and the email's id."""
+        headers = []
+        if self.job_id is not None:
+            headers.append((JOB_ID_HEADER, str(self.job_id)))
+        if self.email_id is not None:
+            headers.append((EMAIL_ID_HEADER, str(self.email_id)))
+        return headers
 
 
-def check_email(email: OutgoingEmail) -> CheckedEmail:
-    """Check every header an email will carry (addresses, subject, attachment names).
-
-    Raises PermanentError naming the header, never its value.
-    """
-    from_name, from_address = _mailbox("From", email.from_address)
-    to_address = validate_address(check_header("To", email.to_address))
-    reply_address = reply_header = None
-    if email.reply_to:
-        reply_name, reply_address = _mailbox("Reply-To", email.reply_to)
-        reply_header = formataddr((reply_name, reply_address))
-    for attachment in email.attachments:
-        check_header("attachment filename", attachment.filename)
-        if not _CONTENT_TYPE.fullmatch(attachment.content_type):
-            raise PermanentError("attachment content_type must look like type/subtype")
-    return CheckedEmail(
-        from_address=from_address,
-        from_header=formataddr((from_name, from_address)),
-        to_address=to_address,
-        subject=check_header("Subject", email.subject),
-        reply_to_address=reply_address,
-        reply_to_header=reply_header,
-    )
-
-
-def build_message(email: OutgoingEmail) -> EmailMessage:
-    """Build the checked MIME message (CRLF line endings once serialized).
+def build_message(email: CheckedEmail) -> EmailMessage:
+    """Build the MIME message (CRLF line endings once serialized).
 
     ``text/plain``, with a ``text/html`` alternative when there is one, and the
     attachments after it. ``Message-ID`` is fresh on every call.
     """
-    checked = check_email(email)
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = checked.from_header
-    msg["To"] = Address(addr_spec=checked.to_address)
-    if checked.reply_to_header is not None:
-        msg["Reply-To"] = checked.reply_to_header
-    msg["Subject"] = checked.subject
+    msg["From"] = email.from_header
+    msg["To"] = Address(addr_spec=email.to_address)
+    if email.reply_to_header is not None:
+        msg["Reply-To"] = email.reply_to_header
+    msg["Subject"] = email.subject
     msg["Date"] = format_datetime(datetime.now(UTC))
-    domain = checked.from_address.rpartition("@")[2]
+    domain = email.from_address.rpartition("@")[2]
     msg["Message-ID"] = f"<{uuid.uuid4().hex}@{domain}>"
-    if email.job_id is not None:
-        msg["X-Delivery-Job-Id"] = str(email.job_id)
-    if email.email_id is not None:
-        msg["X-Delivery-Email-Id"] = str(email.email_id)
+    for name, value in email.id_headers():
+        msg[name] = value
     # Quoted-printable keeps every line 7-bit and short, whatever the relay supports.
     msg.set_content(email.text_body, cte="quoted-printable")
     if email.html_body is not None:
@@ -169,7 +197,7 @@ def build_message(email: OutgoingEmail) -> EmailMessage:
     return msg
 
 
-def build_mime(email: OutgoingEmail) -> bytes:
+def build_mime(email: CheckedEmail) -> bytes:
     """The email as standard RFC 5322 bytes (what SES Raw and ``.eml`` files take): the
     message ``build_message`` describes, written directly.
 
@@ -179,23 +207,19 @@ def build_mime(email: OutgoingEmail) -> bytes:
     other header to the stdlib's own folding, so the result is the same message for a
     fraction of the CPU. Boundaries start with ``=_``, which neither quoted-printable nor
     base64 text can contain, so no body needs scanning for them."""
-    checked = check_email(email)
-    domain = checked.from_address.rpartition("@")[2]
+    domain = email.from_address.rpartition("@")[2]
     out = [
-        _header("From", checked.from_header),
-        _header("To", checked.to_address),
+        _header("From", email.from_header),
+        _header("To", email.to_address),
     ]
-    if checked.reply_to_header is not None:
-        out.append(_header("Reply-To", checked.reply_to_header))
+    if email.reply_to_header is not None:
+        out.append(_header("Reply-To", email.reply_to_header))
     out += [
-        _header("Subject", checked.subject),
+        _header("Subject", email.subject),
         _header("Date", format_datetime(datetime.now(UTC))),
         _header("Message-ID", f"<{uuid.uuid4().hex}@{domain}>"),
     ]
-    if email.job_id is not None:
-        out.append(_header("X-Delivery-Job-Id", str(email.job_id)))
-    if email.email_id is not None:
-        out.append(_header("X-Delivery-Email-Id", str(email.email_id)))
+    out += [_header(name, value) for name, value in email.id_headers()]
     out.append(b"MIME-Version: 1.0\r\n")
     body = _text_parts(email)
     for attachment in email.attachments:
@@ -213,7 +237,7 @@ _TEXT_HEADERS = (
 )
 
 
-def _text_parts(email: OutgoingEmail) -> list[bytes]:
+def _text_parts(email: CheckedEmail) -> list[bytes]:
     """The body without attachments: text/plain, or multipart/alternative with html."""
     text = _TEXT_HEADERS % b"plain" + _quoted_printable(email.text_body)
     if email.html_body is None:

@@ -25,7 +25,7 @@ from delivery_server.errors import (
     RetryableError,
 )
 from delivery_server.metrics import Metrics
-from delivery_server.mime import check_header, validate_address
+from delivery_server.mime import CheckedEmail
 from delivery_server.models import (
     ClaimedEmail,
     ClaimOutcome,
@@ -202,25 +202,26 @@ class Pipeline:
         bound.debug("email_sent", attempt=claimed.email.attempts)
         await settlement.delete()
 
-    async def _prepare(self, claimed: ClaimedEmail) -> OutgoingEmail:
+    async def _prepare(self, claimed: ClaimedEmail) -> CheckedEmail:
         email, job = claimed.email, claimed.job
-        to_address = validate_address(email.to_address)
         template = await self._templates.resolve(job.template_name, email.locale)
         content = self._renderer.render(template, email.variables)
         attachments = tuple(
             await asyncio.gather(*(self._attachments.load(ref) for ref in email.attachments))
         )
-        return OutgoingEmail(
-            from_address=check_header("From", job.from_address),
-            to_address=to_address,
-            subject=check_header("Subject", content.subject),
+        # Every header is checked here, once; the sender trusts the CheckedEmail it gets.
+        outgoing = OutgoingEmail(
+            from_address=job.from_address,
+            to_address=email.to_address,
+            subject=content.subject,
             text_body=content.text_body,
             html_body=content.html_body,
-            reply_to=check_header("Reply-To", job.reply_to) if job.reply_to else None,
+            reply_to=job.reply_to,
             attachments=attachments,
             email_id=email.id,
             job_id=job.id,
         )
+        return CheckedEmail(outgoing)
 
     async def _settle_failure(
         self,

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from delivery_server.mime import CheckedEmail
 from delivery_server.models import (
     Attachment,
     AttachmentRef,
@@ -23,7 +24,6 @@ from delivery_server.models import (
     JobStatus,
     JobSummary,
     NewEmail,
-    OutgoingEmail,
     QueueMessage,
     Suppression,
     Template,
@@ -66,9 +66,13 @@ class Queue(Protocol):
 
 
 class Sender(Protocol):
-    """Hands one rendered email to a provider, exactly one attempt per call."""
+    """Hands one rendered email to a provider, exactly one attempt per call.
 
-    async def send(self, email: OutgoingEmail) -> str:
+    The email is a ``CheckedEmail``: its headers passed every check when it was made, so a
+    sender writes them as they are and checks nothing again.
+    """
+
+    async def send(self, email: CheckedEmail) -> str:
         """Send and return the provider's message id; raise an ``errors`` class on failure."""
         ...
 

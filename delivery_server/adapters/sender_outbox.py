@@ -31,8 +31,7 @@ from delivery_server.adapters.ses_event_payloads import (
     raw_event_bodies,
 )
 from delivery_server.errors import RetryableError
-from delivery_server.mime import build_mime
-from delivery_server.models import OutgoingEmail
+from delivery_server.mime import CheckedEmail, build_mime
 
 
 class EventSink(Protocol):
@@ -54,7 +53,7 @@ class OutboxSender:
         """No account-wide rate here (set DELIVERY_MAX_SEND_RATE to limit)."""
         return None
 
-    async def send(self, email: OutgoingEmail) -> str:
+    async def send(self, email: CheckedEmail) -> str:
         """Write the email as a ``.eml`` file; return ``outbox-<file name>``."""
         raw = build_mime(email)
         if email.job_id is not None and email.email_id is not None:

@@ -43,8 +43,7 @@ from delivery_server.errors import (
     ThrottledError,
     UncertainSendError,
 )
-from delivery_server.mime import build_message, check_email
-from delivery_server.models import OutgoingEmail
+from delivery_server.mime import CheckedEmail, build_message
 
 _RATE_WORDS = re.compile(r"\brate\b|\btoo many\b|throttl", re.IGNORECASE)
 _ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
@@ -151,10 +150,9 @@ class SmtpSender:
         """No account-wide rate here (set DELIVERY_MAX_SEND_RATE to limit)."""
         return None
 
-    async def send(self, email: OutgoingEmail) -> str:
+    async def send(self, email: CheckedEmail) -> str:
         """Send one email over a pooled connection; return its ``Message-ID`` header."""
         message = build_message(email)
-        checked = check_email(email)
         raw = message.as_bytes()
         conn = await self._slots.get()
         try:
@@ -166,7 +164,7 @@ class SmtpSender:
                 if conn is None or not reused:
                     conn = await self._connect()
                 try:
-                    await _transaction(conn, checked.from_address, checked.to_address, raw)
+                    await _transaction(conn, email.from_address, email.to_address, raw)
                     break
                 except _ConnectionLost:
                     if not reused:

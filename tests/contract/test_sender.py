@@ -32,6 +32,7 @@ from delivery_server.errors import (
     ThrottledError,
     UncertainSendError,
 )
+from delivery_server.mime import CheckedEmail
 from delivery_server.models import Attachment, OutgoingEmail
 from delivery_server.ports import Sender
 from tests.support.http_stub import HttpStub
@@ -89,7 +90,7 @@ def _lf(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-def statement(to: str = "ann@example.org", **changes: object) -> OutgoingEmail:
+def statement(to: str = "ann@example.org", **changes: object) -> CheckedEmail:
     fields: dict[str, object] = {
         "from_address": FROM,
         "to_address": to,
@@ -99,10 +100,10 @@ def statement(to: str = "ann@example.org", **changes: object) -> OutgoingEmail:
         "job_id": 7,
     }
     fields.update(changes)
-    return OutgoingEmail(**fields)  # type: ignore[arg-type]
+    return CheckedEmail(OutgoingEmail(**fields))  # type: ignore[arg-type]
 
 
-def with_pdf(to: str = "ann@example.org") -> OutgoingEmail:
+def with_pdf(to: str = "ann@example.org") -> CheckedEmail:
     return statement(
         to,
         html_body="<p>Dear Ann,</p><p>your <b>statement</b> is attached.</p>\n",
@@ -142,9 +143,11 @@ class SenderContract:
         assert sorted(r.to for r in got) == recipients
         assert len(set(ids)) == len(recipients)
 
+    # Senders take a CheckedEmail only, and the checks run when one is made: an email that
+    # fails them can never be handed to a sender.
     async def test_invalid_recipient_is_permanent_and_not_sent(self, harness: Harness) -> None:
         with pytest.raises(PermanentError, match="invalid recipient address") as caught:
-            await harness.sender.send(statement("ann.example.org"))
+            statement("ann.example.org")
         assert "ann" not in str(caught.value)
 
         await harness.sender.send(statement("ok@example.org"))
@@ -152,11 +155,9 @@ class SenderContract:
 
     async def test_header_injection_is_permanent_and_not_sent(self, harness: Harness) -> None:
         with pytest.raises(PermanentError, match="header injection attempt in Subject"):
-            await harness.sender.send(statement(subject="Hi\r\nBcc: x@evil.example.com"))
+            statement(subject="Hi\r\nBcc: x@evil.example.com")
         with pytest.raises(PermanentError, match="header injection attempt in From"):
-            await harness.sender.send(
-                statement(from_address="=?utf-8?q?admin=40bank?= <statements@bank.example.com>")
-            )
+            statement(from_address="=?utf-8?q?admin=40bank?= <statements@bank.example.com>")
 
         await harness.sender.send(statement("ok@example.org"))
         assert [r.to for r in await harness.received()] == ["ok@example.org"]

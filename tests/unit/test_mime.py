@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 from email.message import EmailMessage
@@ -10,10 +11,12 @@ import pytest
 
 from delivery_server.errors import PermanentError
 from delivery_server.mime import (
+    EMAIL_ID_HEADER,
+    JOB_ID_HEADER,
     MAX_SES_MESSAGE_BYTES,
+    CheckedEmail,
     build_message,
     build_mime,
-    check_email,
     check_header,
     check_message_size,
     validate_address,
@@ -30,6 +33,10 @@ def outgoing(**changes: object) -> OutgoingEmail:
     }
     fields.update(changes)
     return OutgoingEmail(**fields)  # type: ignore[arg-type]
+
+
+def checked(**changes: object) -> CheckedEmail:
+    return CheckedEmail(outgoing(**changes))
 
 
 def reparse(raw: bytes) -> EmailMessage:
@@ -125,27 +132,27 @@ def test_ordinary_headers_pass_unchanged(value: str) -> None:
     assert check_header("Subject", value) == value
 
 
-def test_check_email_names_the_header() -> None:
+def test_checked_email_names_the_header() -> None:
     for field, name in [("from_address", "From"), ("reply_to", "Reply-To"), ("subject", "Subject")]:
         with pytest.raises(PermanentError, match=f"header injection attempt in {name}"):
-            check_email(outgoing(**{field: "x\r\nBcc: eve@evil.example.com"}))
+            CheckedEmail(outgoing(**{field: "x\r\nBcc: eve@evil.example.com"}))
 
 
 def test_attachment_filename_is_checked() -> None:
     attachment = Attachment("a\r\nContent-Type: text/html.pdf", "application/pdf", b"x")
     with pytest.raises(PermanentError, match="header injection attempt in attachment filename"):
-        check_email(outgoing(attachments=(attachment,)))
+        CheckedEmail(outgoing(attachments=(attachment,)))
 
 
 @pytest.mark.parametrize("content_type", ["application/pdf\r\nX: y", "pdf", "text/html; x=y"])
 def test_attachment_content_type_must_be_a_plain_type(content_type: str) -> None:
     with pytest.raises(PermanentError, match="content_type"):
-        check_email(outgoing(attachments=(Attachment("a.pdf", content_type, b"x"),)))
+        CheckedEmail(outgoing(attachments=(Attachment("a.pdf", content_type, b"x"),)))
 
 
 def test_display_names_with_specials_stay_one_mailbox() -> None:
     raw = build_mime(
-        outgoing(
+        checked(
             from_address='"Doe, John <ceo@bank.example.com>" <statements@bank.example.com>',
             reply_to="Help Desk <help@bank.example.com>",
         )
@@ -160,14 +167,45 @@ def test_display_names_with_specials_stay_one_mailbox() -> None:
 
 def test_invalid_from_address_is_permanent() -> None:
     with pytest.raises(PermanentError, match="invalid recipient address"):
-        check_email(outgoing(from_address="Bank <not-an-address>"))
+        CheckedEmail(outgoing(from_address="Bank <not-an-address>"))
+
+
+def test_checked_email_holds_the_values_to_write() -> None:
+    email = checked(
+        from_address="Bank <statements@Bank.Example.COM>",
+        to_address="Ann.Smith@Example.ORG",
+        reply_to="help@bank.example.com",
+    )
+    assert email.from_address == "statements@bank.example.com"
+    assert email.from_header == "Bank <statements@bank.example.com>"
+    assert email.to_address == "Ann.Smith@example.org"
+    assert (email.reply_to_address, email.reply_to_header) == ("help@bank.example.com",) * 2
+
+
+def test_a_checked_email_cannot_be_made_or_changed_without_the_checks() -> None:
+    email = checked()
+    hostile = "Hi\r\nBcc: x@evil.example.com"
+    with pytest.raises(TypeError):
+        dataclasses.replace(email, subject=hostile)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        CheckedEmail(subject=hostile)  # type: ignore[call-arg]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        email.subject = hostile  # type: ignore[misc]
+
+
+def test_id_headers_are_written_from_one_place() -> None:
+    email = checked(email_id=42, job_id=7)
+    assert email.id_headers() == [(JOB_ID_HEADER, "7"), (EMAIL_ID_HEADER, "42")]
+    assert checked(email_id=42).id_headers() == [(EMAIL_ID_HEADER, "42")]
+    for msg in (reparse(build_mime(email)), build_message(email)):
+        assert (msg[JOB_ID_HEADER], msg[EMAIL_ID_HEADER]) == ("7", "42")
 
 
 # --- building -------------------------------------------------------------------------
 
 
 def test_plain_message_has_every_standard_header() -> None:
-    raw = build_mime(outgoing(email_id=42, job_id=7))
+    raw = build_mime(checked(email_id=42, job_id=7))
 
     assert b"\r\n" in raw
     assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only, as SMTP wants
@@ -185,18 +223,18 @@ def test_plain_message_has_every_standard_header() -> None:
 
 
 def test_ids_header_is_absent_without_ids() -> None:
-    msg = reparse(build_mime(outgoing()))
+    msg = reparse(build_mime(checked()))
     assert msg["X-Delivery-Email-Id"] is None
 
 
 def test_message_ids_are_unique() -> None:
-    ids = {reparse(build_mime(outgoing()))["Message-ID"] for _ in range(50)}
+    ids = {reparse(build_mime(checked()))["Message-ID"] for _ in range(50)}
     assert len(ids) == 50
 
 
 def test_every_line_is_seven_bit_and_short() -> None:
     raw = build_mime(
-        outgoing(
+        checked(
             subject="Relevé " * 40,
             text_body="é" * 3000 + "\n",
             html_body="<p>" + "ü" * 3000 + "</p>",
@@ -209,7 +247,7 @@ def test_every_line_is_seven_bit_and_short() -> None:
 
 def test_non_ascii_subject_and_names_round_trip() -> None:
     raw = build_mime(
-        outgoing(
+        checked(
             from_address="Banque Éloïse <statements@bank.example.com>",
             subject="Votre relevé annuel — 2024 ✓",
             text_body="Chère Zoë,\nvoici votre relevé.\n",
@@ -230,7 +268,7 @@ def test_non_ascii_subject_and_names_round_trip() -> None:
 def test_html_alternative_and_attachments_structure() -> None:
     pdf = b"%PDF-1.4\n" + bytes(range(256))
     raw = build_mime(
-        outgoing(
+        checked(
             html_body="<p>Dear Ann,</p>",
             attachments=(
                 Attachment("statement.pdf", "application/pdf", pdf),
@@ -264,7 +302,7 @@ def test_hostile_variables_never_add_recipients() -> None:
         {"subject": "=?utf-8?q?x=0D=0ABcc:_x@evil.example.com?="},
     ):
         with pytest.raises(PermanentError):
-            build_mime(outgoing(**changes))
+            CheckedEmail(outgoing(**changes))
 
 
 @pytest.mark.parametrize(
@@ -279,14 +317,14 @@ def test_hostile_variables_never_add_recipients() -> None:
     ],
 )
 def test_allowed_but_odd_subjects_stay_one_subject(subject: str) -> None:
-    msg = reparse(build_mime(outgoing(subject=subject)))
+    msg = reparse(build_mime(checked(subject=subject)))
     assert " ".join(str(msg["Subject"]).split()) == " ".join(subject.split())
     assert msg["To"] == "ann@example.org"
 
 
 def test_bodies_may_contain_anything_without_touching_headers() -> None:
     body = "Line\r\nBcc: x@evil.example.com\r\n\r\n.\r\nSubject: again\n"
-    msg = reparse(build_mime(outgoing(text_body=body)))
+    msg = reparse(build_mime(checked(text_body=body)))
     assert msg["Subject"] == "Your statement"
 
 
@@ -305,7 +343,7 @@ def test_size_limit_is_forty_megabytes() -> None:
 
 def test_a_built_message_over_the_limit_is_refused() -> None:
     big = Attachment("big.pdf", "application/pdf", b"\0" * (31 * 1024 * 1024))
-    raw = build_mime(outgoing(attachments=(big,)))  # base64 makes 31 MB about 42 MB
+    raw = build_mime(checked(attachments=(big,)))  # base64 makes 31 MB about 42 MB
     with pytest.raises(PermanentError, match="message too large"):
         check_message_size(raw)
 
@@ -348,7 +386,7 @@ def _shape(msg: EmailMessage) -> list[tuple[object, ...]]:
 def test_build_mime_writes_the_message_build_message_describes(changes: dict[str, object]) -> None:
     """``build_mime`` writes the bytes itself (fast); the stdlib's ``build_message`` is the
     reference: same headers, same structure, same decoded content."""
-    email = outgoing(**changes)
+    email = checked(**changes)
     fast, reference = build_mime(email), build_message(email).as_bytes()
 
     assert _shape(reparse(fast)) == _shape(reparse(reference))

@@ -1,8 +1,8 @@
 """The SES v2 sender: one ``SendEmail`` call per email, exactly one attempt per call.
 
 Emails without attachments go as ``Simple`` content (SES builds the MIME); emails with
-attachments go as ``Raw`` content built by ``mime.build_mime``. Either way every header is
-checked first (``mime.check_email``).
+attachments go as ``Raw`` content built by ``mime.build_mime``. Either way the headers are
+written as the ``mime.CheckedEmail`` holds them: they were checked when it was made.
 
 How SES and transport failures map onto the error tree (``errors``):
 
@@ -66,8 +66,7 @@ from delivery_server.errors import (
     ThrottledError,
     UncertainSendError,
 )
-from delivery_server.mime import build_mime, check_email, check_message_size
-from delivery_server.models import OutgoingEmail
+from delivery_server.mime import CheckedEmail, build_mime, check_message_size
 
 if TYPE_CHECKING:
     from types_aiobotocore_sesv2.client import SESV2Client
@@ -203,27 +202,26 @@ class SesSender:
         # SendEmail without the client's per-call pipeline (``aws_direct``); None: the client.
         self._direct = direct
 
-    async def send(self, email: OutgoingEmail) -> str:
+    async def send(self, email: CheckedEmail) -> str:
         """Send one email with one ``SendEmail`` call; return the SES message id."""
-        checked = check_email(email)
         request: dict[str, Any] = {
-            "FromEmailAddress": checked.from_header,
-            "Destination": {"ToAddresses": [checked.to_address]},
+            "FromEmailAddress": email.from_header,
+            "Destination": {"ToAddresses": [email.to_address]},
         }
         raw = None
         if email.attachments:
             raw = build_mime(email)
             check_message_size(raw)
-        elif checked.reply_to_address is not None:
+        elif email.reply_to_address is not None:
             # The bare address: SES documents display names for From only.
-            request["ReplyToAddresses"] = [checked.reply_to_address]
+            request["ReplyToAddresses"] = [email.reply_to_address]
         tags = _id_tags(email)
         if tags:
             request["EmailTags"] = tags
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
         try:
-            response = await self._send_email(request, raw, email, checked.subject)
+            response = await self._send_email(request, raw, email)
         except _SEND_ERRORS as exc:
             # `from None`: SES's message may quote addresses; ours carries the code.
             raise translate_ses_error(exc) from None
@@ -234,11 +232,11 @@ class SesSender:
         return message_id
 
     async def _send_email(
-        self, request: dict[str, Any], raw: bytes | None, email: OutgoingEmail, subject: str
+        self, request: dict[str, Any], raw: bytes | None, email: CheckedEmail
     ) -> Mapping[str, Any]:
         """The call itself: ``raw`` MIME as Raw content, else Simple content."""
         if raw is None:
-            request["Content"] = self._simple_content(email, subject)
+            request["Content"] = self._simple_content(email)
         elif self._direct is not None:
             return await self._direct.call("SendEmail", raw_content_json(request, raw))
         else:
@@ -248,17 +246,17 @@ class SesSender:
         return await self._client.send_email(**request)
 
     @staticmethod
-    def _simple_content(email: OutgoingEmail, subject: str) -> EmailContentTypeDef:
-        size = sum(len(part.encode()) for part in (subject, email.text_body, email.html_body or ""))
-        check_message_size(size)
+    def _simple_content(email: CheckedEmail) -> EmailContentTypeDef:
+        parts = (email.subject, email.text_body, email.html_body or "")
+        check_message_size(sum(len(part.encode()) for part in parts))
         body: dict[str, Any] = {"Text": {"Data": email.text_body, "Charset": "UTF-8"}}
         if email.html_body is not None:
             body["Html"] = {"Data": email.html_body, "Charset": "UTF-8"}
         simple: dict[str, Any] = {
-            "Subject": {"Data": subject, "Charset": "UTF-8"},
+            "Subject": {"Data": email.subject, "Charset": "UTF-8"},
             "Body": body,
         }
-        headers = [{"Name": name, "Value": value} for name, value in _id_headers(email)]
+        headers = [{"Name": name, "Value": value} for name, value in email.id_headers()]
         if headers:
             simple["Headers"] = headers
         return {"Simple": simple}  # type: ignore[typeddict-item]
@@ -285,16 +283,7 @@ def raw_content_json(request: Mapping[str, Any], raw: bytes) -> bytes:
     return b"".join((encoded[:-tail], b64encode(raw), encoded[-tail:]))
 
 
-def _id_headers(email: OutgoingEmail) -> list[tuple[str, str]]:
-    headers = []
-    if email.job_id is not None:
-        headers.append(("X-Delivery-Job-Id", str(email.job_id)))
-    if email.email_id is not None:
-        headers.append(("X-Delivery-Email-Id", str(email.email_id)))
-    return headers
-
-
-def _id_tags(email: OutgoingEmail) -> list[dict[str, str]]:
+def _id_tags(email: CheckedEmail) -> list[dict[str, str]]:
     # SES message tags reach event destinations (bounces, deliveries): ids only.
     tags = []
     if email.job_id is not None:
