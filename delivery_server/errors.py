@@ -1,12 +1,32 @@
-"""The error tree of delivery-server, documented in one place.
+"""The error tree of delivery-server: every class it raises on purpose, defined here.
 
 Adapters translate vendor errors (botocore, SMTP, database drivers) into these classes;
-the core decides what to do from the class alone:
+the core decides what to do from the class alone, and the CLI maps them onto exit codes
+(2 for ``ConfigError`` and ``UsageError``, 1 for every other one, with its message)::
 
-``DeliveryError``
-    Base of everything below.
-``ConfigError``
-    A bad or missing setting. The CLI prints it on one line and exits with code 2.
+    DeliveryError
+        ConfigError                 a bad or missing setting, named in the message
+        UsageError                  command arguments that cannot work together
+        NotFoundError               no such job, template or email
+        PermanentError              retrying cannot help: the email fails at once
+            ConflictError           an admin action the current state forbids
+            MalformedEventError     an SES event message that cannot be read
+        RetryableError              transient: costs one attempt, then backoff
+            ProviderUnreachableError    nothing left: not an attempt, sending pauses
+        ThrottledError              slow down: not an attempt
+        AccountPausedError          the account cannot send: not an attempt, all pause
+        UncertainSendError          may have been sent: the email becomes unknown
+        TemplateFileError           a template file that cannot be read or compiled
+        RecipientsFileError         a recipients file that cannot be read as a whole
+        JobImportError              an import that stopped; carries its report
+            ImportRefusedError      nothing was written
+            ImportAbortedError      broke off part-way; the job was cancelled
+        DemoDirectoryError          the demo's directory holds files it did not write
+        InvalidTokenError           an unsubscribe token, malformed or not ours
+        SnsMessageRefused           an SNS message to /ses/events, not accepted
+
+What a send's error means for the email (``retry.decide``):
+
 ``RetryableError``
     A transient failure of one email's send (5xx, timeout, connection reset). Costs one
     attempt; retried with exponential backoff until ``max_attempts``, then ``failed``.
@@ -27,11 +47,42 @@ the core decides what to do from the class alone:
     The send request may have reached the provider but no answer came back (a read
     timeout or a dropped connection after the request was written). The email becomes
     ``unknown``: resending it blindly could deliver it twice.
+
+Messages never quote personal data (addresses, variables, paths or keys holding names):
+they end up in logs and in ``last_error``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Generic, Literal, TypeVar
+
+__all__ = [
+    "AccountPausedError",
+    "ConfigError",
+    "ConflictError",
+    "DeliveryError",
+    "DemoDirectoryError",
+    "ImportAbortedError",
+    "ImportRefusedError",
+    "InvalidTokenError",
+    "JobImportError",
+    "MalformedEventError",
+    "NotFoundError",
+    "PermanentError",
+    "ProviderUnreachableError",
+    "RecipientsFileError",
+    "RetryableError",
+    "SnsMessageRefused",
+    "SnsRefusal",
+    "TemplateFileError",
+    "ThrottledError",
+    "UncertainSendError",
+    "UsageError",
+]
+
+# What an import error carries: ``job_import.ImportReport`` (a type variable, so that this
+# module imports nothing of ours and stays free of cycles).
+ReportT = TypeVar("ReportT")
 
 
 class DeliveryError(Exception):
@@ -72,6 +123,41 @@ class UncertainSendError(DeliveryError):
 
 class UsageError(DeliveryError):
     """A command was called with arguments that cannot work together (exit code 2)."""
+
+
+class ConflictError(PermanentError):
+    """An admin action that the current state forbids, or that lost a race with another
+    change: resuming a cancelled job, cancelling a completed one, a job whose status
+    changed in between, a template version that already exists. Retrying the same
+    action cannot help; the message says what the state is (CLI exit code 1)."""
+
+
+class TemplateFileError(DeliveryError):
+    """A template file cannot be read, has unknown keys, or does not compile."""
+
+
+class RecipientsFileError(DeliveryError):
+    """The recipients file as a whole cannot be read (not a bad row)."""
+
+
+class JobImportError(DeliveryError, Generic[ReportT]):
+    """Importing a recipients file stopped; ``report`` says what was read and refused."""
+
+    def __init__(self, message: str, report: ReportT) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ImportRefusedError(JobImportError[ReportT]):
+    """Nothing was written (``--strict`` and bad rows, or no valid row at all)."""
+
+
+class ImportAbortedError(JobImportError[ReportT]):
+    """The import failed part-way; the message says what became of the job."""
+
+
+class DemoDirectoryError(DeliveryError):
+    """The demo's output directory holds files the demo did not write."""
 
 
 class MalformedEventError(PermanentError):

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from delivery_server.errors import DeliveryError, NotFoundError
+from delivery_server.errors import (
+    DeliveryError,
+    ImportAbortedError,
+    ImportRefusedError,
+    NotFoundError,
+)
 from delivery_server.models import Job, JobStatus, NewEmail
 from delivery_server.ports import AdminStore
 from delivery_server.recipients import Row, read_recipients
@@ -60,22 +65,6 @@ class ImportReport:
         self.invalid_count += 1
         if len(self.invalid) < MAX_KEPT_INVALID:
             self.invalid.append(InvalidRow(line, reason))
-
-
-class ImportRefusedError(DeliveryError):
-    """Nothing was written (``--strict`` and bad rows, or no valid row at all)."""
-
-    def __init__(self, message: str, report: ImportReport) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-class ImportAbortedError(DeliveryError):
-    """The import failed part-way; the message says what became of the job."""
-
-    def __init__(self, message: str, report: ImportReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 async def template_exists(store: AdminStore, name: str) -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from delivery_server.errors import DeliveryError, PermanentError
+from delivery_server.errors import PermanentError, RecipientsFileError
 from delivery_server.mime import validate_address
 from delivery_server.models import AttachmentRef, NewEmail
 
@@ -37,10 +37,6 @@ _LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
 Row = tuple[int, NewEmail | str]
 # Splits after a CR that is not followed by LF.
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
-
-
-class RecipientsFileError(DeliveryError):
-    """The recipients file as a whole cannot be read (not a bad row)."""
 
 
 def is_valid_locale(locale: str) -> bool:

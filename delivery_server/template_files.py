@@ -28,7 +28,7 @@ from typing import Any
 
 import jinja2
 
-from delivery_server.errors import DeliveryError, PermanentError
+from delivery_server.errors import PermanentError, TemplateFileError
 from delivery_server.models import Template
 from delivery_server.recipients import is_valid_locale
 from delivery_server.renderer import Renderer
@@ -36,10 +36,6 @@ from delivery_server.renderer import Renderer
 PARTS = ("subject", "text_body", "html_body")
 KEYS = frozenset({"name", "locale", *PARTS})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
-
-
-class TemplateFileError(DeliveryError):
-    """A template file cannot be read, has unknown keys, or does not compile."""
 
 
 @dataclass(frozen=True, slots=True)

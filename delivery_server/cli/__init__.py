@@ -1,7 +1,8 @@
 """The ``delivery-server`` command line (DESIGN §6).
 
 Exit codes: 0 ok; 2 usage or configuration error (one line naming the setting); 1 any
-other failure (one line on stderr). Each command group is a module of this package
+other failure, a ``ConflictError`` (the job's state forbids the action) among them (one
+line on stderr). Each command group is a module of this package
 (``server``, ``jobs``, ``templates``, ``demo``), sharing ``_common``; this module builds the
 tree, runs the chosen command's coroutine and maps errors to exit codes, so that every
 command fails the same way.
@@ -16,6 +17,7 @@ from pathlib import Path
 from delivery_server import __version__
 from delivery_server.cli import demo, jobs, server, suppressions, templates
 from delivery_server.cli._common import (
+    EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     Handler,
@@ -23,7 +25,7 @@ from delivery_server.cli._common import (
     fail,
     run_coroutine,
 )
-from delivery_server.errors import ConfigError, DeliveryError, UsageError
+from delivery_server.errors import ConfigError, ConflictError, DeliveryError, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), EXIT_USAGE)
     except UsageError as exc:
         return fail(f"error: {exc}", EXIT_USAGE)
+    except ConflictError as exc:  # not a usage error: the same command may work later
+        return fail(f"error: {exc}", EXIT_FAILURE)
     except DeliveryError as exc:
         return fail(f"error: {exc}")
     except KeyboardInterrupt:

@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from delivery_server.cli._common import positive_int
 from delivery_server.cli.output import format_duration
 from delivery_server.cli.progress import follow_job
-from delivery_server.errors import DeliveryError
+from delivery_server.errors import DeliveryError, DemoDirectoryError
 from delivery_server.examples.statements import (
     require_pdf_writer,
     write_recipients,
@@ -52,10 +52,6 @@ STATEMENTS_PER_TASK = 250
 REPORTS_STALL_SECONDS = 30.0
 REPORTS_POLL_SECONDS = 0.2
 SUPPRESSIONS_PAGE = 1000
-
-
-class DemoDirectoryError(DeliveryError):
-    """The output directory holds files the demo did not write."""
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -20,14 +20,14 @@ from delivery_server.cli._common import (
     positive_int,
     settings_for,
 )
-from delivery_server.errors import DeliveryError, NotFoundError, PermanentError, UsageError
-from delivery_server.job_import import (
-    ImportAbortedError,
-    ImportRefusedError,
-    ImportReport,
-    JobRequest,
-    create_job_from_file,
+from delivery_server.errors import (
+    ConflictError,
+    JobImportError,
+    NotFoundError,
+    PermanentError,
+    UsageError,
 )
+from delivery_server.job_import import ImportReport, JobRequest, create_job_from_file
 from delivery_server.mime import check_header, validate_address
 from delivery_server.models import Job, JobStatus
 from delivery_server.ports import Store
@@ -193,7 +193,7 @@ async def _create(args: argparse.Namespace) -> int:
         try:
             with cli_output.import_progress(err) as on_progress:
                 report = await create_job_from_file(store, request, on_progress)
-        except (ImportRefusedError, ImportAbortedError) as exc:
+        except JobImportError as exc:
             _print_invalid(exc.report, err)
             raise
     assert report.job is not None
@@ -269,15 +269,15 @@ async def _transition(
             return EXIT_OK
         if job.status not in sources:
             allowed = " or ".join(sources)
-            raise DeliveryError(f"job {job.id} is {job.status}: only a {allowed} job can be {verb}")
+            raise ConflictError(f"job {job.id} is {job.status}: only a {allowed} job can be {verb}")
         try:
             job = await store.set_job_status(job.id, target, expected=sources)
         except NotFoundError:
             raise NotFoundError(f"job {job.id} does not exist") from None
-        except PermanentError:
+        except ConflictError:
             # Someone else changed it in between (the update is conditional): say to what.
             now = await _job(store, job.id)
-            raise DeliveryError(f"job {job.id} became {now.status}; it was not {verb}") from None
+            raise ConflictError(f"job {job.id} became {now.status}; it was not {verb}") from None
     print(f"job {job.id} {verb}: now {job.status}")
     return EXIT_OK
 
@@ -286,7 +286,7 @@ async def _cancel(args: argparse.Namespace) -> int:
     async with _store(args) as store:
         job = await _job(store, args.job)
         if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
-            raise DeliveryError(f"job {job.id} is already {job.status}: nothing to cancel")
+            raise ConflictError(f"job {job.id} is already {job.status}: nothing to cancel")
         cancelled = await store.cancel_job(job.id)
     print(f"job {job.id} cancelled: {cancelled:,} unsent emails will not be sent")
     return EXIT_OK

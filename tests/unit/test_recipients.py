@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from delivery_server.errors import RecipientsFileError
 from delivery_server.models import AttachmentRef, NewEmail
-from delivery_server.recipients import RecipientsFileError, is_valid_locale, read_recipients
+from delivery_server.recipients import is_valid_locale, read_recipients
 
 
 def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:

@@ -14,7 +14,7 @@ from delivery_server.adapters.store_sql.base import INSERT_BATCH, Queries, batch
 from delivery_server.adapters.store_sql.rows import job_from_row, template_from_row
 from delivery_server.adapters.store_sql.schema import email, job, template
 from delivery_server.adapters.store_sql.tracking import delivery_counts
-from delivery_server.errors import NotFoundError, PermanentError
+from delivery_server.errors import ConflictError, NotFoundError
 from delivery_server.models import (
     DeliveryStatus,
     EmailStatus,
@@ -40,18 +40,18 @@ class AdminQueries(Queries):
 
     async def add_template(self, template_: Template) -> Template:
         """Store a new version of a template: version 0 means highest + 1. Return it as
-        stored; a version that already exists is a ``PermanentError``."""
+        stored; a version that already exists is a ``ConflictError``."""
         for _ in range(VERSION_ATTEMPTS):
             try:
                 return await self._db.run(lambda conn: _insert_template(conn, template_))
             except sa_exc.IntegrityError as exc:
                 if template_.version:
-                    raise PermanentError(
+                    raise ConflictError(
                         f"template {template_.name!r} ({template_.locale}) "
                         f"version {template_.version} already exists"
                     ) from exc
                 # Another writer took the same next version: read the highest again.
-        raise PermanentError(f"template {template_.name!r}: could not allocate a version")
+        raise ConflictError(f"template {template_.name!r}: could not allocate a version")
 
     async def create_job(
         self,
@@ -106,7 +106,7 @@ class AdminQueries(Queries):
     async def set_job_status(
         self, job_id: int, status: JobStatus, expected: Sequence[JobStatus] | None = None
     ) -> Job:
-        """Change a job's status, only from ``expected`` when given (``PermanentError``
+        """Change a job's status, only from ``expected`` when given (``ConflictError``
         otherwise). A finishing status sets ``finished_at``; any other clears it. Any
         status but ``paused`` clears ``paused_reason`` (a resume is an operator's word)."""
 
@@ -124,7 +124,7 @@ class AdminQueries(Queries):
             current = await _job(conn, job_id)
             if result.rowcount != 1:
                 allowed = ", ".join(s.value for s in expected or ())
-                raise PermanentError(
+                raise ConflictError(
                     f"job {job_id} is {current.status.value}, not one of: {allowed}"
                 )
             return current
@@ -187,7 +187,7 @@ class AdminQueries(Queries):
             if result.rowcount != 1:
                 current = await _job(conn, job_id)
                 if current.status is not JobStatus.CANCELLED:
-                    raise PermanentError(f"job {job_id} is {current.status.value}")
+                    raise ConflictError(f"job {job_id} is {current.status.value}")
             cancelled = await conn.execute(
                 sa.update(email)
                 .where(
