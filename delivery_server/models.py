@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from pathlib import PurePosixPath
+from typing import Any, Literal, NamedTuple
 
 from delivery_server.errors import PermanentError
 
@@ -58,13 +59,67 @@ class Template:
     created_at: datetime | None = None
 
 
+# Attachment URI schemes. Case matters: ``S3://`` is refused like any unknown scheme.
+FILE_SCHEME = "file:"
+S3_SCHEME = "s3://"
+
+
 @dataclass(frozen=True, slots=True)
 class AttachmentRef:
-    """Where an attachment lives: ``s3://bucket/key`` or ``file:relative/path``."""
+    """Where an attachment lives: ``s3://bucket/key`` or ``file:relative/path``.
+
+    The URI comes from upstream data, so it is hostile until its rules pass. They are
+    here, once, for the import (``recipients``) and the loaders (``adapters``) alike: a
+    ``file:`` path is relative (no leading ``/``, so no ``file://host/share`` either), has
+    no ``..``, no NUL and no backslash; an ``s3://`` URI names a bucket and a key (taken
+    literally). Errors never quote the URI: a path or key can hold a customer's name.
+    """
 
     uri: str
     filename: str
     content_type: str = "application/octet-stream"
+
+    @property
+    def scheme(self) -> Literal["file", "s3"]:
+        """Which loader the URI is for; any other scheme is a ``PermanentError``."""
+        if self.uri.startswith(FILE_SCHEME):
+            return "file"
+        if self.uri.startswith(S3_SCHEME):
+            return "s3"
+        raise PermanentError("unsupported attachment uri scheme (use file: or s3://)")
+
+    def file_path(self) -> PurePosixPath:
+        """The checked relative path of a ``file:`` URI (no file system is looked at)."""
+        if not self.uri.startswith(FILE_SCHEME):
+            raise PermanentError("not a file: attachment uri")
+        text = self.uri[len(FILE_SCHEME) :]
+        path = PurePosixPath(text)
+        if not path.parts or "\x00" in text or "\\" in text:
+            raise PermanentError("invalid file attachment path")
+        if text.startswith("/"):
+            raise PermanentError("file attachment path must be relative")
+        if ".." in path.parts:
+            raise PermanentError(
+                "file attachment path escapes the attachments directory "
+                "('..' is refused: the path must stay inside the attachments directory)"
+            )
+        return path
+
+    def s3_location(self) -> tuple[str, str]:
+        """``(bucket, key)`` of an ``s3://bucket/key`` URI."""
+        if not self.uri.startswith(S3_SCHEME):
+            raise PermanentError("not an s3:// attachment uri")
+        bucket, _, key = self.uri[len(S3_SCHEME) :].partition("/")
+        if not bucket or not key:
+            raise PermanentError("s3 attachment uri needs a bucket and a key (s3://bucket/key)")
+        return bucket, key
+
+    def check_uri(self) -> None:
+        """Apply the rules of the URI's scheme: what its loader would refuse, refused now."""
+        if self.scheme == "file":
+            self.file_path()
+        else:
+            self.s3_location()
 
     @classmethod
     def from_json(cls, raw: Any) -> AttachmentRef:

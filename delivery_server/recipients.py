@@ -19,7 +19,7 @@ import csv
 import json
 import re
 from collections.abc import Generator, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from delivery_server.errors import PermanentError, RecipientsFileError
@@ -224,24 +224,9 @@ def _attachments(raw: Any, is_json_text: bool) -> tuple[AttachmentRef, ...]:
         raise PermanentError("attachments must be a JSON list of objects")
     try:
         refs = tuple(AttachmentRef.from_json(item) for item in raw)
+        for ref in refs:
+            # The loader's own rules, so that what it would refuse at send is refused now.
+            ref.check_uri()
     except PermanentError as exc:
         raise PermanentError(f"attachments: {exc}") from exc
-    for ref in refs:
-        _check_uri(ref.uri)
     return refs
-
-
-def _check_uri(uri: str) -> None:
-    """Refuse what the attachment loader would refuse anyway, at import rather than send."""
-    if uri.startswith("s3://"):
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if not bucket or not key:
-            raise PermanentError(f"attachments: {uri!r} needs s3://bucket/key")
-        return
-    if not uri.startswith("file:"):
-        raise PermanentError("attachments: uri must start with file: or s3://")
-    relative = PurePosixPath(uri.removeprefix("file:"))
-    if not relative.parts or relative.is_absolute() or ".." in relative.parts:
-        raise PermanentError(
-            f"attachments: {uri!r} must be a relative path inside the attachments directory"
-        )

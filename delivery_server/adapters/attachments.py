@@ -2,10 +2,11 @@
 
 The ``s3://`` loader (allowed buckets only) is AWS code and lives in ``adapters.aws.s3``.
 
-Attachment URIs come from upstream data, so they are treated as hostile: a ``file:`` path
-may not be absolute, may not climb out with ``..``, and may not be a symlink that leads
-outside the base directory; an ``s3://`` URI may only name a configured bucket. Error
-messages never quote the URI (a key or path can contain a customer's name).
+Attachment URIs come from upstream data, so they are treated as hostile. The rules of the
+URI itself live in the model (``AttachmentRef.file_path``, ``s3_location``), shared with
+the import; here a ``file:`` path may also not be a symlink that leads outside the base
+directory, and an ``s3://`` URI may only name a configured bucket. Error messages never
+quote the URI (a key or path can contain a customer's name).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from delivery_server.ports import AttachmentLoader
 
 # Nothing larger can go out through SES anyway (base64 makes it bigger still).
 MAX_ATTACHMENT_BYTES = MAX_SES_MESSAGE_BYTES
-FILE_SCHEME = "file:"
-S3_SCHEME = "s3://"
 
 
 class FileAttachmentLoader:
@@ -40,24 +39,9 @@ class FileAttachmentLoader:
         """Read the file (off the event loop); refused or missing is a PermanentError."""
         if self._base_dir is None:
             raise PermanentError("file attachments are disabled (no attachments directory)")
-        relative = _relative_path(ref.uri)
+        relative = ref.file_path()
         data = await asyncio.to_thread(_read_inside, self._base_dir, relative, self._max_bytes)
         return Attachment(filename=ref.filename, content_type=ref.content_type, data=data)
-
-
-def _relative_path(uri: str) -> PurePosixPath:
-    """The checked relative path of a ``file:`` URI."""
-    if not uri.startswith(FILE_SCHEME):
-        raise PermanentError("not a file: attachment uri")
-    text = uri[len(FILE_SCHEME) :]
-    if not text or "\x00" in text or "\\" in text:
-        raise PermanentError("invalid file attachment path")
-    path = PurePosixPath(text)
-    if path.is_absolute() or text.startswith("//"):
-        raise PermanentError("file attachment path must be relative")
-    if ".." in path.parts:
-        raise PermanentError("file attachment path escapes the attachments directory")
-    return path
 
 
 def _read_inside(base_dir: Path, relative: PurePosixPath, max_bytes: int) -> bytes:
@@ -93,16 +77,6 @@ def _read_inside(base_dir: Path, relative: PurePosixPath, max_bytes: int) -> byt
     return data
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """Split ``s3://bucket/key`` into (bucket, key); the key is taken literally."""
-    if not uri.startswith(S3_SCHEME):
-        raise PermanentError("not an s3:// attachment uri")
-    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
-    if not bucket or not key:
-        raise PermanentError("s3 attachment uri needs a bucket and a key")
-    return bucket, key
-
-
 class AttachmentRouter:
     """``ports.AttachmentLoader`` dispatching on the URI scheme (``file:`` or ``s3://``)."""
 
@@ -112,10 +86,8 @@ class AttachmentRouter:
 
     async def load(self, ref: AttachmentRef) -> Attachment:
         """Load through the loader for the URI's scheme; unknown schemes are refused."""
-        if ref.uri.startswith(FILE_SCHEME):
+        if ref.scheme == "file":
             return await self._file_loader.load(ref)
-        if ref.uri.startswith(S3_SCHEME):
-            if self._s3_loader is None:
-                raise PermanentError("s3 attachments are not configured")
-            return await self._s3_loader.load(ref)
-        raise PermanentError("unsupported attachment uri scheme")
+        if self._s3_loader is None:
+            raise PermanentError("s3 attachments are not configured")
+        return await self._s3_loader.load(ref)

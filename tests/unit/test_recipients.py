@@ -126,6 +126,35 @@ def test_csv_attachments_column_holds_a_json_list(tmp_path: Path) -> None:
     assert result[7] == "attachments must be a JSON list of objects"
 
 
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("file:jane\x00doe.pdf", "invalid file attachment path"),
+        ("file:2024\\jane-doe.pdf", "invalid file attachment path"),
+        ("file:", "invalid file attachment path"),
+        ("file:.", "invalid file attachment path"),
+        ("file://fileserver/jane-doe.pdf", "must be relative"),
+        ("file:/home/jane-doe.pdf", "must be relative"),
+        ("file:2024/../../jane-doe.pdf", "escapes the attachments directory"),
+        ("s3://statements", "needs a bucket and a key"),
+        ("s3:///jane-doe.pdf", "needs a bucket and a key"),
+        ("S3://statements/jane-doe.pdf", "unsupported attachment uri scheme"),
+        ("https://example.org/jane-doe.pdf", "unsupported attachment uri scheme"),
+    ],
+)
+def test_import_refuses_what_the_attachment_loaders_refuse(
+    tmp_path: Path, uri: str, reason: str
+) -> None:
+    record = {"email": "ann@example.com", "attachments": [{"uri": uri, "filename": "s.pdf"}]}
+    [(line, got)] = rows(write(tmp_path, "r.jsonl", json.dumps(record) + "\n"))
+    assert line == 1
+    assert isinstance(got, str)
+    assert got.startswith("attachments: ")
+    assert reason in got
+    assert "jane" not in got  # a path or key can hold a customer's name: never quoted
+    assert "fileserver" not in got
+
+
 def test_csv_without_email_column_is_a_file_error(tmp_path: Path) -> None:
     path = write(tmp_path, "r.csv", "mail,name\na@example.com,A\n")
     with pytest.raises(RecipientsFileError, match="no 'email' column"):

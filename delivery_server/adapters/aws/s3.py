@@ -16,7 +16,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from delivery_server.adapters.attachments import MAX_ATTACHMENT_BYTES, parse_s3_uri
+from delivery_server.adapters.attachments import MAX_ATTACHMENT_BYTES
 from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.models import Attachment, AttachmentRef
 
@@ -39,7 +39,7 @@ class S3AttachmentLoader:
 
     async def load(self, ref: AttachmentRef) -> Attachment:
         """Download the object; missing or refused is a PermanentError, outages retry."""
-        bucket, key = parse_s3_uri(ref.uri)
+        bucket, key = ref.s3_location()
         if bucket not in self._buckets:
             raise PermanentError("s3 attachment bucket is not allowed")
         try:
