@@ -201,12 +201,12 @@ def build_mime(email: CheckedEmail) -> bytes:
     """The email as standard RFC 5322 bytes (what SES Raw and ``.eml`` files take): the
     message ``build_message`` describes, written directly.
 
-    The stdlib's generator costs ~6 ms for a statement with a 100 KB PDF (it walks the
-    base64 text line by line and parses every header it writes); this writer encodes
-    bodies in C (``binascii``), writes short ASCII headers as they are and leaves every
-    other header to the stdlib's own folding, so the result is the same message for a
-    fraction of the CPU. Boundaries start with ``=_``, which neither quoted-printable nor
-    base64 text can contain, so no body needs scanning for them."""
+    The stdlib's generator is slow for a statement with a PDF (it walks the base64 text
+    line by line and parses every header it writes; docs/benchmarks.md has the figures);
+    this writer encodes bodies in C (``binascii``), writes short ASCII headers as they
+    are and leaves every other header to the stdlib's own folding, so the result is the
+    same message for a fraction of the CPU. Boundaries start with ``=_``, which neither
+    quoted-printable nor base64 text can contain, so no body needs scanning for them."""
     domain = email.from_address.rpartition("@")[2]
     out = [
         _header("From", email.from_header),
@@ -259,7 +259,7 @@ def _base64_lines(data: bytes) -> bytes:
     """Base64 in lines of 76 characters, CRLF after each (``base64.encodebytes`` with
     CRLF, but encoded in one C call instead of one per line)."""
     text = binascii.b2a_base64(data, newline=False)
-    # One join of slices (~20 % faster than adding CRLF to each line first, measured).
+    # One join of slices: faster than adding CRLF to each line first (docs/benchmarks.md).
     return b"\r\n".join([text[i : i + 76] for i in range(0, len(text), 76)]) + b"\r\n"
 
 
