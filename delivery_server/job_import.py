@@ -44,6 +44,7 @@ class JobRequest:
     scheduled_at: datetime | None = None
     draft: bool = False
     strict: bool = False
+    unsubscribe: bool = False  # one-click unsubscribe headers (RFC 8058) on its emails
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,7 @@ async def create_job_from_file(
             from_address=request.from_address,
             reply_to=request.reply_to,
             scheduled_at=request.scheduled_at,
+            unsubscribe=request.unsubscribe,
         )
         await _import(store, report.job.id, first, batches, report, on_progress)
         if not request.draft:

@@ -51,6 +51,8 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^)]*\)")
 # bounces and replies back to the email.
 JOB_ID_HEADER = "X-Delivery-Job-Id"
 EMAIL_ID_HEADER = "X-Delivery-Email-Id"
+# The only headers a job may add (``OutgoingEmail.headers``): RFC 8058's one-click pair.
+LIST_HEADERS = frozenset({"List-Unsubscribe", "List-Unsubscribe-Post"})
 
 
 # The validator is the dearest check and the same addresses come back (a job's sender for
@@ -126,6 +128,7 @@ class CheckedEmail:
     # Ids for providers that can tag messages (never personal data).
     email_id: int | None
     job_id: int | None
+    list_headers: tuple[tuple[str, str], ...]
 
     def __init__(self, email: OutgoingEmail) -> None:
         from_name, from_address = _mailbox("From", email.from_address)
@@ -150,6 +153,7 @@ class CheckedEmail:
             "attachments": email.attachments,
             "email_id": email.email_id,
             "job_id": email.job_id,
+            "list_headers": tuple(_list_header(n, v) for n, v in email.headers),
         }
         # Frozen: set the way the dataclass's own __init__ would; nothing changes them later.
         for name, value in fields.items():
@@ -163,6 +167,17 @@ class CheckedEmail:
         if self.email_id is not None:
             headers.append((EMAIL_ID_HEADER, str(self.email_id)))
         return headers
+
+    def extra_headers(self) -> list[tuple[str, str]]:
+        """Every header beyond the standard ones, as each sender writes them: the ids, then
+        the one-click unsubscribe pair of a job that opted in."""
+        return [*self.id_headers(), *self.list_headers]
+
+
+def _list_header(name: str, value: str) -> tuple[str, str]:
+    if name not in LIST_HEADERS:
+        raise PermanentError(f"header {name} may not be added to an email")
+    return name, check_header(name, value)
 
 
 def build_message(email: CheckedEmail) -> EmailMessage:
@@ -180,7 +195,7 @@ def build_message(email: CheckedEmail) -> EmailMessage:
     msg["Date"] = format_datetime(datetime.now(UTC))
     domain = email.from_address.rpartition("@")[2]
     msg["Message-ID"] = f"<{uuid.uuid4().hex}@{domain}>"
-    for name, value in email.id_headers():
+    for name, value in email.extra_headers():
         msg[name] = value
     # Quoted-printable keeps every line 7-bit and short, whatever the relay supports.
     msg.set_content(email.text_body, cte="quoted-printable")
@@ -219,7 +234,7 @@ def build_mime(email: CheckedEmail) -> bytes:
         _header("Date", format_datetime(datetime.now(UTC))),
         _header("Message-ID", f"<{uuid.uuid4().hex}@{domain}>"),
     ]
-    out += [_header(name, value) for name, value in email.id_headers()]
+    out += [_header(name, value) for name, value in email.extra_headers()]
     out.append(b"MIME-Version: 1.0\r\n")
     body = _text_parts(email)
     for attachment in email.attachments:

@@ -158,6 +158,7 @@ class Job:
     sent_count: int = 0
     failed_count: int = 0
     paused_reason: str | None = None  # who or what paused it (the brake names its rates)
+    unsubscribe: bool = False  # its emails carry one-click unsubscribe headers (RFC 8058)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,8 @@ class OutgoingEmail:
     # Ids for providers that can tag messages (never personal data).
     email_id: int | None = None
     job_id: int | None = None
+    # Headers the job asks for beyond the usual ones (the one-click unsubscribe pair).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

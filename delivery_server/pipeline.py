@@ -41,6 +41,7 @@ from delivery_server.renderer import Renderer
 from delivery_server.retry import Action, compute_backoff, decide, retry_until
 from delivery_server.sendgate import SendGate
 from delivery_server.settlement import Settlement, Settlements
+from delivery_server.suppression import UnsubscribeLinks
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,8 @@ class PipelinePolicy:
     lease_seconds: float
     max_attempts: int
     retry_base_delay: float
+    # Where the one-click unsubscribe links of jobs that opt in point; None: not set up.
+    unsubscribe: UnsubscribeLinks | None = None
 
 
 class _Stage(Enum):
@@ -220,8 +223,21 @@ class Pipeline:
             attachments=attachments,
             email_id=email.id,
             job_id=job.id,
+            headers=self._list_headers(claimed),
         )
         return CheckedEmail(outgoing)
+
+    def _list_headers(self, claimed: ClaimedEmail) -> tuple[tuple[str, str], ...]:
+        if not claimed.job.unsubscribe:
+            return ()
+        if self._policy.unsubscribe is None:
+            # The job was promised links (jobs create checks the settings); sending
+            # without them would break that promise on every email.
+            raise PermanentError(
+                "the job asks for unsubscribe links but this server has no "
+                "DELIVERY_PUBLIC_URL and DELIVERY_UNSUBSCRIBE_SECRET"
+            )
+        return self._policy.unsubscribe.headers(claimed.email.id)
 
     async def _settle_failure(
         self,

@@ -176,8 +176,9 @@ class AdminStore(Protocol):
         from_address: str,
         reply_to: str | None = None,
         scheduled_at: datetime | None = None,
+        unsubscribe: bool = False,
     ) -> Job:
-        """Create a job in ``draft``."""
+        """Create a job in ``draft`` (``unsubscribe``: its emails carry one-click links)."""
         ...
 
     async def add_emails(self, job_id: int, emails: Iterable[NewEmail]) -> int:

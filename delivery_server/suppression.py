@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import struct
+from dataclasses import dataclass
 from datetime import datetime
 
 from delivery_server.errors import ConfigError, InvalidTokenError
@@ -112,6 +113,21 @@ def unsubscribe_headers(url: str) -> dict[str, str]:
         "List-Unsubscribe": f"<{url}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
+
+
+@dataclass(frozen=True)
+class UnsubscribeLinks:
+    """Where one-click unsubscribe links point (``DELIVERY_PUBLIC_URL``) and the key that
+    signs them (``DELIVERY_UNSUBSCRIBE_SECRET``)."""
+
+    base_url: str
+    secret: bytes
+
+    def headers(self, email_id: int) -> tuple[tuple[str, str], ...]:
+        """The RFC 8058 headers of one email: its own signed link, no address in it."""
+        token = sign_unsubscribe(email_id, self.secret)
+        url = f"{self.base_url.rstrip('/')}/unsubscribe/{token}"
+        return tuple(unsubscribe_headers(url).items())
 
 
 def _mac(payload: bytes, secret: bytes) -> bytes:

@@ -39,6 +39,7 @@ from delivery_server.renderer import Renderer
 from delivery_server.sendgate import SendGate
 from delivery_server.settings import Settings
 from delivery_server.settlement import Settlements
+from delivery_server.suppression import UnsubscribeLinks
 from delivery_server.tracker import Tracker
 
 log = structlog.get_logger(__name__)
@@ -207,6 +208,7 @@ async def _consume(
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
             retry_base_delay=settings.retry_base_delay,
+            unsubscribe=_unsubscribe_links(settings),
         ),
     )
     consumer = Consumer(
@@ -228,6 +230,14 @@ async def _consume(
             tasks.create_task(consumer.run(stop))
     finally:
         await settlements.close()
+
+
+def _unsubscribe_links(settings: Settings) -> UnsubscribeLinks | None:
+    if settings.public_url is None or settings.unsubscribe_secret is None:
+        return None
+    return UnsubscribeLinks(
+        settings.public_url, settings.unsubscribe_secret.get_secret_value().encode()
+    )
 
 
 async def _join_fleet(

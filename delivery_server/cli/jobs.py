@@ -21,6 +21,7 @@ from delivery_server.cli._common import (
     settings_for,
 )
 from delivery_server.errors import (
+    ConfigError,
     ConflictError,
     JobImportError,
     NotFoundError,
@@ -31,6 +32,7 @@ from delivery_server.job_import import ImportReport, JobRequest, create_job_from
 from delivery_server.mime import check_header, validate_address
 from delivery_server.models import Job, JobStatus
 from delivery_server.ports import Store
+from delivery_server.settings import Settings
 
 MAX_ID = 2**63 - 1
 # How many bad rows are listed on the terminal (all of them are in --json output).
@@ -77,6 +79,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         "--draft", action="store_true", help="leave the job in draft (start it with 'jobs resume')"
     )
     create.add_argument("--reply-to", type=mailbox, metavar="ADDR")
+    create.add_argument(
+        "--unsubscribe",
+        action="store_true",
+        help="one-click unsubscribe links in its emails (needs DELIVERY_PUBLIC_URL and "
+        "DELIVERY_UNSUBSCRIBE_SECRET); statements and other transactional mail go without",
+    )
     create.add_argument(
         "--strict", action="store_true", help="import nothing if any row is invalid"
     )
@@ -169,6 +177,20 @@ async def _store(args: argparse.Namespace) -> AsyncIterator[Store]:
         yield store
 
 
+def _check_unsubscribe_links(settings: Settings) -> None:
+    """A job that asks for unsubscribe links needs somewhere for them to point."""
+    missing = [
+        name
+        for name, value in (
+            ("DELIVERY_PUBLIC_URL", settings.public_url),
+            ("DELIVERY_UNSUBSCRIBE_SECRET", settings.unsubscribe_secret),
+        )
+        if value is None
+    ]
+    if missing:
+        raise ConfigError(f"configuration error: --unsubscribe needs {' and '.join(missing)}")
+
+
 async def _job(store: Store, job_id: int) -> Job:
     """The job, or a clear ``NotFoundError``."""
     try:
@@ -178,6 +200,8 @@ async def _job(store: Store, job_id: int) -> Job:
 
 
 async def _create(args: argparse.Namespace) -> int:
+    if args.unsubscribe:
+        _check_unsubscribe_links(settings_for(args))
     request = JobRequest(
         template=args.template,
         from_address=args.from_address,
@@ -187,6 +211,7 @@ async def _create(args: argparse.Namespace) -> int:
         scheduled_at=args.schedule_at,
         draft=args.draft,
         strict=args.strict,
+        unsubscribe=args.unsubscribe,
     )
     err = Console(stderr=True)
     async with _store(args) as store:

@@ -70,6 +70,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "sent_count": job.sent_count,
         "failed_count": job.failed_count,
         "paused_reason": job.paused_reason,
+        "unsubscribe": job.unsubscribe,
     }
 
 

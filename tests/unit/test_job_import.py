@@ -49,6 +49,7 @@ class FakeAdminStore:
         from_address: str,
         reply_to: str | None = None,
         scheduled_at: datetime | None = None,
+        unsubscribe: bool = False,
     ) -> Job:
         job = Job(
             len(self.jobs) + 1,
@@ -58,6 +59,7 @@ class FakeAdminStore:
             from_address,
             reply_to,
             scheduled_at,
+            unsubscribe=unsubscribe,
         )
         self.jobs[job.id] = job
         return job

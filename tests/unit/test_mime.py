@@ -393,3 +393,29 @@ def test_build_mime_writes_the_message_build_message_describes(changes: dict[str
     fast.decode("ascii")
     assert max(len(line) for line in fast.split(b"\r\n")) <= 78
     assert b"\n" not in fast.replace(b"\r\n", b"")
+
+
+ONE_CLICK = (
+    ("List-Unsubscribe", "<https://mail.bank.example/unsubscribe/t0ken>"),
+    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+)
+
+
+def test_one_click_headers_are_written_by_every_builder() -> None:
+    email = checked(email_id=42, job_id=7, headers=ONE_CLICK)
+    assert email.extra_headers()[2:] == list(ONE_CLICK)
+    for msg in (reparse(build_mime(email)), build_message(email)):
+        assert msg["List-Unsubscribe"] == ONE_CLICK[0][1]
+        assert msg["List-Unsubscribe-Post"] == ONE_CLICK[1][1]
+        assert msg[JOB_ID_HEADER] == "7"
+
+
+def test_a_job_may_add_no_other_header() -> None:
+    with pytest.raises(PermanentError, match="header Bcc may not be added"):
+        checked(headers=(("Bcc", "someone@example.com"),))
+
+
+def test_an_added_header_cannot_smuggle_another() -> None:
+    hostile = (("List-Unsubscribe", "<https://x.example/u>\r\nBcc: a@example.com"),)
+    with pytest.raises(PermanentError, match="List-Unsubscribe"):
+        checked(headers=hostile)

@@ -256,7 +256,7 @@ class SesSender:
             "Subject": {"Data": email.subject, "Charset": "UTF-8"},
             "Body": body,
         }
-        headers = [{"Name": name, "Value": value} for name, value in email.id_headers()]
+        headers = [{"Name": name, "Value": value} for name, value in email.extra_headers()]
         if headers:
             simple["Headers"] = headers
         return {"Simple": simple}  # type: ignore[typeddict-item]

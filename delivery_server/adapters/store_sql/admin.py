@@ -60,6 +60,7 @@ class AdminQueries(Queries):
         from_address: str,
         reply_to: str | None = None,
         scheduled_at: datetime | None = None,
+        unsubscribe: bool = False,
     ) -> Job:
         """Create a job in ``draft``."""
         values: dict[str, Any] = {
@@ -69,6 +70,7 @@ class AdminQueries(Queries):
             "from_address": from_address,
             "reply_to": reply_to,
             "scheduled_at": scheduled_at,
+            "unsubscribe": unsubscribe,
             "created_at": utcnow(),
             "total_count": 0,
             "sent_count": 0,

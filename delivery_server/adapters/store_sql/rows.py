@@ -72,6 +72,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         failed_count=row["failed_count"],
         # Absent from the values ``create_job`` builds its answer from.
         paused_reason=row.get("paused_reason"),
+        unsubscribe=bool(row.get("unsubscribe", False)),
     )
 
 

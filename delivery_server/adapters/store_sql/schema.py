@@ -69,6 +69,8 @@ job = sa.Table(
     sa.Column("sent_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("failed_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("paused_reason", sa.Text(), nullable=True),
+    # The job opted in to RFC 8058 one-click unsubscribe headers (statements do not).
+    sa.Column("unsubscribe", sa.Boolean(), nullable=False, server_default=sa.false()),
     # The publisher polls for processing jobs that are due.
     sa.Index("ix_delivery_job_status_scheduled", "status", "scheduled_at"),
     **MYSQL_TABLE_OPTIONS,

@@ -42,6 +42,10 @@ EMAIL_COLUMNS = (
 
 def upgrade() -> None:
     op.add_column("delivery_job", sa.Column("paused_reason", sa.Text(), nullable=True))
+    op.add_column(
+        "delivery_job",
+        sa.Column("unsubscribe", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     op.add_column("delivery_email", sa.Column("delivery_status", sa.String(16), nullable=True))
     op.add_column("delivery_email", sa.Column("delivery_detail", sa.String(255), nullable=True))
     op.add_column("delivery_email", sa.Column("delivery_updated_at", TIMESTAMP, nullable=True))
