@@ -24,7 +24,7 @@ from multidict import CIMultiDict
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS = ROOT / "delivery_server" / "adapters" / "aws"
-USERS = ("direct", "sigv4", "ses", "sqs", "session")
+USERS = ("direct", "sigv4", "ses", "sqs", "sqs_errors", "session")
 DUMMY_ENDPOINT = "http://127.0.0.1:9"  # never connected to: clients are only built
 REGION = "eu-west-1"
 VENDOR_PACKAGES = {"botocore", "aiobotocore"}

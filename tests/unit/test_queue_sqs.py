@@ -15,7 +15,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from delivery_server.adapters.aws.sqs import SqsQueue, translate_sqs_error
+from delivery_server.adapters.aws.sqs import SqsQueue
+from delivery_server.adapters.aws.sqs_errors import translate_sqs_error
 from delivery_server.errors import PermanentError, RetryableError, ThrottledError
 from delivery_server.models import QueueMessage
 

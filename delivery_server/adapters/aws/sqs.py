@@ -1,6 +1,6 @@
 """``ports.Queue`` on Amazon SQS (standard queue) through aiobotocore.
 
-The calls go through ``aws_direct`` (the client's endpoint, credentials, signer and error
+The calls go through ``direct`` (the client's endpoint, credentials, signer and error
 parser, without its per-call pipeline) unless ``DELIVERY_AWS_HTTP=sdk``, which makes them
 through the client itself.
 
@@ -9,28 +9,7 @@ conditional (DESIGN §4), and delete/visibility changes are idempotent. So, unli
 senders, this adapter retries (botocore's standard mode on the client; the same attempts
 and backoff on the direct path) before an error reaches us.
 
-How vendor errors become ``errors`` classes (after those retries):
-
-=====================================================  ===================================
-SQS / transport error                                  becomes
-=====================================================  ===================================
-ClientError, throttling code (``Throttling``,          ``ThrottledError``
-``ThrottlingException``, ``RequestThrottled``,
-``OverLimit`` = too many in-flight messages,
-``KmsThrottled``, ...)
-ClientError with HTTP status >= 500, or a transient    ``RetryableError``
-code (``InternalError``, ``ServiceUnavailable``,
-``RequestTimeout``, ``KmsUnavailable``, ...)
-EndpointConnectionError, ConnectTimeoutError,          ``RetryableError``
-ReadTimeoutError and other connection errors,
-aiohttp ``ClientError``, ``TimeoutError``
-NoCredentialsError, NoRegionError,                     ``PermanentError``
-ParamValidationError (configuration or a bug)
-any other ClientError: ``AccessDenied``,               ``PermanentError``
-``AWS.SimpleQueueService.NonExistentQueue`` /
-``QueueDoesNotExist``, ``InvalidClientTokenId``,
-``InvalidParameterValue``, ...
-=====================================================  ===================================
+How vendor errors become ``errors`` classes (after those retries) is ``sqs_errors``'s table.
 
 Per-message outcomes are not errors: ``publish`` returns the email ids SQS did not take
 (never raises for them), ``delete`` ignores receipts SQS calls invalid (the message is
@@ -52,18 +31,19 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import xform_name
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
-    NoCredentialsError,
-    NoRegionError,
-    ParamValidationError,
-    PartialCredentialsError,
 )
-from botocore.parsers import ResponseParserError
 
 from delivery_server.adapters.aws.direct import SignedJsonClient, open_http
 from delivery_server.adapters.aws.session import AwsHttp, fixed_user_agent
-from delivery_server.errors import DeliveryError, PermanentError, RetryableError, ThrottledError
+from delivery_server.adapters.aws.sqs_errors import (
+    CALL_ERRORS,
+    SQS_PREFIX,
+    error_code,
+    translate_sqs_error,
+    worth_repeating,
+)
+from delivery_server.errors import DeliveryError, RetryableError
 from delivery_server.models import Delivery, QueueMessage
 from delivery_server.retry import Jitter, compute_backoff, retry_until
 
@@ -87,66 +67,10 @@ READ_TIMEOUT = MAX_WAIT_SECONDS + 10.0
 MAX_ATTEMPTS = 5  # botocore's standard mode: the first call and up to four retries
 MAX_BACKOFF = 20.0  # seconds, botocore's standard-mode cap
 
-_SQS_PREFIX = "AWS.SimpleQueueService."
-_THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "OverLimit",  # too many in-flight messages: receive less, later
-        "KmsThrottled",
-        "KMS.ThrottlingException",
-    }
-)
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "KmsUnavailable",
-        "KMS.KMSInternalException",
-    }
-)
-# Configuration errors and bugs, not bad luck: repeating the call cannot help.
-_USAGE_ERRORS = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
-# What a call can raise that we translate; anything else is a bug and propagates as is.
-_CALL_ERRORS = (ClientError, BotoCoreError, ResponseParserError, aiohttp.ClientError, TimeoutError)
 # A receipt that no longer names an in-flight message: deleted, or visible again.
 # Real SQS reports some of these as InvalidParameterValue ("Message does not exist or is
 # not available for visibility timeout change").
 _GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
-
-
-def error_code(exc: ClientError) -> str:
-    """The error code of a ClientError without SQS's legacy ``AWS.SimpleQueueService.``."""
-    return str(exc.response.get("Error", {}).get("Code", "")).removeprefix(_SQS_PREFIX)
-
-
-def translate_sqs_error(exc: BaseException, action: str) -> DeliveryError:
-    """Map an SQS or transport error to the error tree (table in the module docstring)."""
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        message = f"SQS {action} failed: {code or 'no code'} (HTTP {status})"
-        if code in _THROTTLING_CODES:
-            return ThrottledError(message)
-        if status >= 500 or code in _TRANSIENT_CODES:
-            return RetryableError(message)
-        return PermanentError(message)
-    if isinstance(exc, _USAGE_ERRORS):
-        return PermanentError(f"SQS {action} cannot be called: {exc}")
-    return RetryableError(f"SQS {action} failed: {type(exc).__name__}: {exc}")
-
-
-def _worth_repeating(exc: BaseException, action: str) -> bool:
-    return isinstance(translate_sqs_error(exc, action), ThrottledError | RetryableError)
 
 
 def _chunks(items: Sequence[_T], size: int = BATCH_SIZE) -> list[Sequence[_T]]:
@@ -240,7 +164,7 @@ class SqsQueue:
             if error_code(exc) not in _GONE_CODES:
                 raise translate_sqs_error(exc, "ChangeMessageVisibility") from exc
             log.debug("queue.change_visibility_ignored", code=error_code(exc))
-        except _CALL_ERRORS as exc:
+        except CALL_ERRORS as exc:
             raise translate_sqs_error(exc, "ChangeMessageVisibility") from exc
 
     async def backlog(self) -> int:
@@ -302,7 +226,7 @@ class SqsQueue:
         refused = [
             entry
             for entry in failed
-            if entry["Code"].removeprefix(_SQS_PREFIX) != "ReceiptHandleIsInvalid"
+            if entry["Code"].removeprefix(SQS_PREFIX) != "ReceiptHandleIsInvalid"
         ]
         if len(failed) > len(refused):
             log.debug("queue.delete_already_gone", messages=len(failed) - len(refused))
@@ -314,7 +238,7 @@ class SqsQueue:
         """One SQS call (retried as below), its failure translated into the error tree."""
         try:
             return await self._request(action, params)
-        except _CALL_ERRORS as exc:
+        except CALL_ERRORS as exc:
             raise translate_sqs_error(exc, action) from exc
 
     async def _request(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,7 +254,7 @@ class SqsQueue:
         direct = self._direct
         return await retry_until(
             lambda: direct.call(action, params),
-            retry_on=lambda exc: isinstance(exc, _CALL_ERRORS) and _worth_repeating(exc, action),
+            retry_on=lambda exc: isinstance(exc, CALL_ERRORS) and worth_repeating(exc, action),
             # botocore's standard mode: random(0, 1) x 2^(attempt - 1), at most 20 s.
             delay=lambda failures: compute_backoff(
                 failures, base=1.0, cap=MAX_BACKOFF, jitter=Jitter.FULL, rng=random.random

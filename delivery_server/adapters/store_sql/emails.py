@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +19,11 @@ from delivery_server.adapters.store_sql.rows import (
     template_from_row,
 )
 from delivery_server.adapters.store_sql.schema import email, job, template
+from delivery_server.adapters.store_sql.send_records import (
+    SendRecord,
+    mark_sent_many,
+    record_late_sends,
+)
 from delivery_server.adapters.store_sql.suppressions import address_suppressed, suppress_locked
 from delivery_server.batching import Batcher
 from delivery_server.errors import PermanentError, RetryableError
@@ -82,20 +85,6 @@ CLAIM_STATES = (
     .select_from(email.join(job))
     .where(email.c.id.in_(_EMAIL_IDS))
 )
-# Jobs of emails still `unknown` in a batch of confirmed sends.
-LATE_CONFIRMATIONS = sa.select(email.c.job_id).where(
-    email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.UNKNOWN
-)
-# Back to processing, so that the settler counts the job again (and completes it when
-# the confirmation was the last doubt).
-REOPEN_JOBS = (
-    sa.update(job)
-    .where(
-        job.c.id.in_(sa.bindparam("b_job_ids", expanding=True)),
-        job.c.status == JobStatus.FAILED,
-    )
-    .values(status=JobStatus.PROCESSING, finished_at=None)
-)
 # A claim batch whose COMMIT went unanswered: give back whatever it did claim. Its lease
 # stamp (microseconds, taken once per batch) tells its rows from anyone else's.
 RELEASE_UNCONFIRMED_CLAIMS = (
@@ -140,15 +129,6 @@ CLAIM_BATCH = 50
 # Sends finish a few milliseconds apart: hold their records a moment, commit them together.
 SENT_BATCH = 50
 SENT_BATCH_DELAY = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class SendRecord:
-    """A confirmed send: which email, the provider's message id, when."""
-
-    email_id: int
-    provider_message_id: str
-    sent_at: datetime
 
 
 class EmailQueries(Queries):
@@ -267,7 +247,7 @@ class EmailQueries(Queries):
     async def _mark_sent_batch(self, sends: list[SendRecord]) -> list[None]:
         async def work(conn: AsyncConnection) -> None:
             ids = [send.email_id for send in sends]
-            recorded = (await conn.execute(*_mark_sent_many(sends, EmailStatus.SENDING))).rowcount
+            recorded = (await conn.execute(*mark_sent_many(sends, EmailStatus.SENDING))).rowcount
             if recorded == len(set(ids)):
                 return  # the usual batch: every email was still ``sending``
             await record_late_sends(conn, sends)
@@ -359,53 +339,3 @@ def _per_request(email_ids: list[int], outcomes: dict[int, ClaimResult]) -> list
         seen.add(email_id)
         results.append(result)
     return results
-
-
-async def record_late_sends(conn: AsyncConnection, sends: list[SendRecord]) -> None:
-    """Record the sends among ``sends`` of emails the reconciler called ``unknown``
-    (their lease ran out mid-send), and reopen their jobs: they may have been finished
-    as failed on that guess; the settler counts them again. (Also how SES's own ``Send``
-    events resolve ``unknown`` emails.)"""
-    ids = [send.email_id for send in sends]
-    late = (await conn.execute(LATE_CONFIRMATIONS, {"b_email_ids": ids})).scalars().all()
-    if late:
-        await conn.execute(*_mark_sent_many(sends, EmailStatus.UNKNOWN))
-        await conn.execute(REOPEN_JOBS, {"b_job_ids": sorted(set(late))})
-
-
-def _mark_sent_many(
-    sends: list[SendRecord], status: EmailStatus
-) -> tuple[sa.Update, dict[str, Any]]:
-    """One UPDATE recording many sends (each its own message id and time) of the emails
-    among them that are in ``status``."""
-    params: dict[str, Any] = {"b_now": utcnow()}
-    for n, send in enumerate(sends):
-        params[f"b_id{n}"] = send.email_id
-        params[f"b_mid{n}"] = send.provider_message_id
-        params[f"b_at{n}"] = send.sent_at
-    return _mark_sent_statement(len(sends), status), params
-
-
-@functools.lru_cache(maxsize=SENT_BATCH * len(SETTLEABLE))
-def _mark_sent_statement(size: int, status: EmailStatus) -> sa.Update:
-    """The UPDATE for ``size`` sends, built once per size (and so compiled once: SQL
-    compilation is cached per statement object, and building the statement with its
-    CASE cost more than executing it)."""
-    ids = [sa.bindparam(f"b_id{n}", type_=sa.BigInteger) for n in range(size)]
-
-    def per_email(name: str, type_: Any) -> sa.Case[Any]:
-        return sa.case(
-            *((email.c.id == ids[n], sa.bindparam(f"{name}{n}", type_=type_)) for n in range(size))
-        )
-
-    return (
-        sa.update(email)
-        .where(email.c.id.in_(ids), email.c.status == status)
-        .values(
-            status=EmailStatus.SENT,
-            provider_message_id=per_email("b_mid", sa.String),
-            sent_at=per_email("b_at", sa.DateTime),
-            lease_until=None,
-            updated_at=_NOW,
-        )
-    )

@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from delivery_server.adapters.store_sql.emails import SendRecord, record_late_sends
 from delivery_server.adapters.store_sql.schema import DELIVERY_DETAIL_CHARS, email, event
+from delivery_server.adapters.store_sql.send_records import SendRecord, record_late_sends
 from delivery_server.adapters.store_sql.suppressions import upsert_suppressions
 from delivery_server.models import (
     ACTIVE_EMAIL_STATUSES,
