@@ -63,7 +63,7 @@ async def measure(
 
     ``path="sdk"``: the floor proper, an aiobotocore client with the SDK's defaults.
     ``path="direct"``: the same call the way our sender makes it (``DELIVERY_AWS_HTTP=
-    direct``: ``adapters.aws_direct`` with a fixed User-Agent), to show what is left of an
+    direct``: ``adapters.aws.direct`` with a fixed User-Agent), to show what is left of an
     email's CPU once the send call itself is paid."""
     session = get_session()
     config = AioConfig(

@@ -158,7 +158,7 @@ def table(report: dict[str, Any]) -> str:
             _floor_row(
                 "the same call, our sender's path",
                 tuned,
-                f"DELIVERY_AWS_HTTP=direct (aws_direct, sigv4); ours ÷ this = {ratio}",
+                f"DELIVERY_AWS_HTTP=direct (adapters/aws: direct, sigv4); ours ÷ this = {ratio}",
             )
         )
     rows += _peer_rows(report.get("peers", {}))

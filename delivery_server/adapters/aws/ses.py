@@ -199,7 +199,7 @@ class SesSender:
     ) -> None:
         self._client = client
         self._configuration_set = configuration_set
-        # SendEmail without the client's per-call pipeline (``aws_direct``); None: the client.
+        # SendEmail without the client's per-call pipeline (``direct``); None: the client.
         self._direct = direct
 
     async def send(self, email: CheckedEmail) -> str:
@@ -305,7 +305,7 @@ async def open_ses_sender(
 ) -> AsyncIterator[SesSender]:
     """Open an SES v2 sender (credentials and region from the standard AWS settings).
 
-    ``http="direct"`` sends through ``aws_direct`` (the client's endpoint, credentials,
+    ``http="direct"`` sends through ``direct`` (the client's endpoint, credentials,
     signer and error parser without its per-call pipeline); ``"sdk"`` through the client."""
     session = get_session()
     user_agent = fixed_user_agent(session)

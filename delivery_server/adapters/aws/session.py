@@ -8,7 +8,7 @@ from aiobotocore.session import AioSession
 
 from delivery_server import __version__
 
-# How the hot calls reach AWS (DELIVERY_AWS_HTTP): "direct" = ``aws_direct`` (the client's
+# How the hot calls reach AWS (DELIVERY_AWS_HTTP): "direct" = ``direct`` (the client's
 # endpoint, credentials, signer and error parser, without its per-call pipeline); "sdk" =
 # through the aiobotocore client for every call.
 AwsHttp = Literal["direct", "sdk"]

@@ -94,7 +94,7 @@ class SqsQueue:
     ) -> None:
         self._client = client
         self._queue_url = queue_url
-        # The calls without the client's per-call pipeline (``aws_direct``); None: the client.
+        # The calls without the client's per-call pipeline (``direct``); None: the client.
         self._direct = direct
         # Batches go out concurrently, but never more than the connection pool holds.
         self._batch_slots = asyncio.Semaphore(max_concurrent_batches)
