@@ -1,7 +1,8 @@
 """The ports the core talks through: small Protocols with one adapter per backend.
 
 The core (publisher, consumer, pipeline, renderer, retry, reconciler) imports only this
-module, ``models`` and ``errors``; ``app`` (the composition root) is the one place that picks adapters.
+module, ``models`` and ``errors``; ``app`` (the composition root) is the one place that
+picks adapters.
 """
 
 from __future__ import annotations
