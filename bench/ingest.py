@@ -55,7 +55,7 @@ from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
 from delivery_server.brake import BrakeThresholds
 from delivery_server.heartbeats import Heartbeats
 from delivery_server.metrics import Metrics
-from delivery_server.models import EventOutcome, TrackingEvent, utcnow
+from delivery_server.models import Delivery, EventOutcome, TrackingEvent, utcnow
 from delivery_server.ports import Queue
 from delivery_server.tracker import EventRecorder, Tracker
 
@@ -80,6 +80,9 @@ class Result:
     mariadb_cpu_s: float
     stand_in_cpu_s: float
     statements: int
+    record_calls: int
+    receives: int
+    delete_requests: int
 
     def per_event_ms(self, cpu_s: float) -> float:
         return 1000 * cpu_s / self.events
@@ -92,14 +95,38 @@ class CountingRecorder(EventRecorder):
         super().__init__(*args)
         self.expected = expected
         self.settled = 0
+        self.calls = 0
         self.done = asyncio.Event()
 
     async def record(self, events: Sequence[TrackingEvent]) -> list[EventOutcome]:
         outcomes = await super().record(events)
+        self.calls += 1
         self.settled += sum(outcome is not EventOutcome.EARLY for outcome in outcomes)
         if self.settled >= self.expected:
             self.done.set()
         return outcomes
+
+
+class CountingQueue:
+    """A queue counting the calls the tracker makes of it (receives, delete requests)."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue
+        self.receives = 0
+        self.deletes = 0
+
+    async def receive(
+        self, max_messages: int, wait_seconds: float, visibility_timeout: int
+    ) -> list[Delivery]:
+        self.receives += 1
+        return await self._queue.receive(max_messages, wait_seconds, visibility_timeout)
+
+    async def delete(self, receipts: Sequence[str]) -> None:
+        self.deletes += -(-len(receipts) // 10)  # requests of ten, as SQS takes them
+        await self._queue.delete(receipts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
 
 
 def create_job(params: dict[str, Any], emails: int) -> tuple[int, list[int]]:
@@ -225,7 +252,8 @@ async def ingest(
     metrics = Metrics()
     brake = BrakeThresholds(bounce_rate=0.05, complaint_rate=0.001, min_sends=200)
     recorder = CountingRecorder(store, metrics, brake, expected=expected)
-    tracker = Tracker(queue, recorder, Heartbeats(), metrics, wait_seconds=RECEIVE_WAIT)
+    counted = CountingQueue(queue)
+    tracker = Tracker(counted, recorder, Heartbeats(), metrics, wait_seconds=RECEIVE_WAIT)
     mariadb = list(service_processes().values())
     stop = asyncio.Event()
     try:
@@ -241,7 +269,17 @@ async def ingest(
         await running
     finally:
         await store.close()
-    return Result(expected, seconds, cpu1 - cpu0, db1 - db0, sim1 - sim0, statements)
+    return Result(
+        expected,
+        seconds,
+        cpu1 - cpu0,
+        db1 - db0,
+        sim1 - sim0,
+        statements,
+        recorder.calls,
+        counted.receives,
+        counted.deletes,
+    )
 
 
 def report(results: list[Result], queue: str, command: str) -> None:
@@ -253,6 +291,9 @@ def report(results: list[Result], queue: str, command: str) -> None:
         ("ours CPU-ms/event", [r.per_event_ms(r.ours_cpu_s) for r in results], 3),
         ("mariadbd CPU-ms/event", [r.per_event_ms(r.mariadb_cpu_s) for r in results], 3),
         ("SQL statements/event", [r.statements / r.events for r in results], 3),
+        ("events/record call", [r.events / r.record_calls for r in results], 1),
+        ("events/receive", [r.events / r.receives for r in results], 1),
+        ("events/delete request", [r.events / r.delete_requests for r in results], 1),
     ]
     if queue == "sqs":
         stand_in = [r.per_event_ms(r.stand_in_cpu_s) for r in results]
