@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -141,27 +142,31 @@ async def delivery_counts(conn: AsyncConnection, job_ids: list[int]) -> dict[Del
 
 
 async def _brake_counts(conn: AsyncConnection, job_ids: list[int]) -> dict[int, BrakeCounts]:
-    existing = await conn.execute(sa.select(job.c.id).where(job.c.id.in_(job_ids)))
-    sent = dict.fromkeys(existing.scalars(), 0)
-    if not sent:
-        return {}
-    rows = await conn.execute(
-        sa.select(email.c.job_id, sa.func.count())
-        .where(email.c.job_id.in_(sorted(sent)), email.c.status == EmailStatus.SENT)
-        .group_by(email.c.job_id)
-    )
-    sent.update({job_id: int(count) for job_id, count in rows})
-    rows = await conn.execute(
-        sa.select(event.c.job_id, event.c.reputation, sa.func.count(sa.distinct(event.c.email_id)))
-        .where(event.c.job_id.in_(sorted(sent)), event.c.reputation.is_not(None))
-        .group_by(event.c.job_id, event.c.reputation)
-    )
-    hits = {(job_id, reputation): int(count) for job_id, reputation, count in rows}
+    """One statement for every job: its sent emails (the job and status index) and the
+    emails of its hard bounces and complaints (the event index alone). The brake runs
+    after most batches that carry a bounce: three statements made it the dearest part of
+    recording them (docs/benchmarks.md)."""
+    rows = await conn.execute(_BRAKE_COUNTS, {"b_job_ids": job_ids})
     return {
-        job_id: BrakeCounts(
-            sent=count,
-            bounced=hits.get((job_id, SuppressionReason.HARD_BOUNCE), 0),
-            complained=hits.get((job_id, SuppressionReason.COMPLAINT), 0),
-        )
-        for job_id, count in sent.items()
+        row.id: BrakeCounts(sent=row.sent, bounced=row.bounced, complained=row.complained)
+        for row in rows
     }
+
+
+def _reputation_hits(reason: SuppressionReason) -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(sa.func.count(sa.distinct(event.c.email_id)))
+        .where(event.c.job_id == job.c.id, event.c.reputation == reason)
+        .scalar_subquery()
+    )
+
+
+_BRAKE_COUNTS = sa.select(
+    job.c.id,
+    sa.select(sa.func.count())
+    .where(email.c.job_id == job.c.id, email.c.status == EmailStatus.SENT)
+    .scalar_subquery()
+    .label("sent"),
+    _reputation_hits(SuppressionReason.HARD_BOUNCE).label("bounced"),
+    _reputation_hits(SuppressionReason.COMPLAINT).label("complained"),
+).where(job.c.id.in_(sa.bindparam("b_job_ids", expanding=True)))
