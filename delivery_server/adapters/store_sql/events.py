@@ -42,8 +42,9 @@ from delivery_server.tracking import (
 
 # Event types that stamp the first time they were seen, not the delivery status.
 FIRST_SEEN = {"Open": "opened_at", "Click": "clicked_at"}
-# Batches up to this many changed emails reuse their UPDATE (built once per size).
-CACHED_UPDATE_SIZES = 128
+# UPDATEs kept built: one per batch size (up to 128 changed emails) and set of columns
+# changed (a few: the status columns, the engagement stamps, both).
+CACHED_UPDATES = 4 * 128
 
 _MATCH_COLUMNS = (
     email.c.id,
@@ -56,13 +57,8 @@ _MATCH_COLUMNS = (
     email.c.opened_at,
     email.c.clicked_at,
 )
-_DELIVERY_COLUMNS = (
-    "delivery_status",
-    "delivery_detail",
-    "delivery_updated_at",
-    "opened_at",
-    "clicked_at",
-)
+_STATUS_COLUMNS = ("delivery_status", "delivery_detail", "delivery_updated_at")
+_DELIVERY_COLUMNS = (*_STATUS_COLUMNS, *FIRST_SEEN.values())
 _Key = tuple[str, str, datetime]
 
 
@@ -79,7 +75,7 @@ class _Email:
     delivery_updated_at: datetime | None
     opened_at: datetime | None
     clicked_at: datetime | None
-    changed: bool = False
+    changed: set[str] = dataclasses.field(default_factory=set)  # delivery columns
 
     @classmethod
     def from_row(cls, row: sa.RowMapping) -> _Email:
@@ -152,11 +148,11 @@ def _apply(tracked: TrackingEvent, found: _Email | None, batch: _Batch) -> Event
         detail = delivery_detail(tracked)
         found.delivery_detail = None if detail is None else detail[:DELIVERY_DETAIL_CHARS]
         found.delivery_updated_at = tracked.occurred_at
-        found.changed = True
+        found.changed.update(_STATUS_COLUMNS)
     stamp = FIRST_SEEN.get(tracked.event_type)
     if stamp is not None and getattr(found, stamp) is None:
         setattr(found, stamp, tracked.occurred_at)
-        found.changed = True
+        found.changed.add(stamp)
     return EventOutcome.RECORDED
 
 
@@ -253,18 +249,21 @@ def _event_row(tracked: TrackingEvent, found: _Email | None, now: datetime) -> d
 
 def _delivery_update(changed: list[_Email]) -> tuple[sa.Update, dict[str, Any]]:
     """One UPDATE giving every changed email its delivery columns as the batch left them
-    (the rows are locked: the values are final)."""
+    (the rows are locked: the values are final). Only the columns some email changed are
+    set: a batch of deliveries and bounces leaves the engagement stamps out, and with
+    them four of each email's eleven parameters (each a value for the driver to escape)."""
+    columns = tuple(name for name in _DELIVERY_COLUMNS if any(name in e.changed for e in changed))
     params: dict[str, Any] = {}
     for n, found in enumerate(changed):
         params[f"b_id{n}"] = found.id
-        params.update({f"b_{name}{n}": getattr(found, name) for name in _DELIVERY_COLUMNS})
-    return _delivery_statement(len(changed)), params
+        params.update({f"b_{name}{n}": getattr(found, name) for name in columns})
+    return _delivery_statement(len(changed), columns), params
 
 
-@functools.lru_cache(maxsize=CACHED_UPDATE_SIZES)
-def _delivery_statement(size: int) -> sa.Update:
-    """The UPDATE for ``size`` emails, built once per size: building its CASEs took
-    longer than running it (docs/benchmarks.md)."""
+@functools.lru_cache(maxsize=CACHED_UPDATES)
+def _delivery_statement(size: int, columns: tuple[str, ...]) -> sa.Update:
+    """The UPDATE of ``columns`` for ``size`` emails, built once per shape: building its
+    CASEs took longer than running it (docs/benchmarks.md)."""
     ids = [sa.bindparam(f"b_id{n}", type_=sa.BigInteger) for n in range(size)]
 
     def per_email(name: str) -> sa.Case[Any]:
@@ -275,7 +274,7 @@ def _delivery_statement(size: int) -> sa.Update:
     return (
         sa.update(email)
         .where(email.c.id.in_(ids))
-        .values({name: per_email(name) for name in _DELIVERY_COLUMNS})
+        .values({name: per_email(name) for name in columns})
     )
 
 
