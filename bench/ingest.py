@@ -24,51 +24,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
-import random
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiobotocore.session import get_session
 from sqlalchemy import event as sa_event
 
+from bench.ingest_events import (
+    DATABASE,
+    create_job,
+    event_bodies,
+    paced,
+    publisher_process,
+    reset_tracking,
+)
 from bench.ours import base_env, create_queue, drop_database, mysql_url, recreate_database
 from bench.processes import process_cpu, service_processes
 from bench.stand_in import SimulatorProcess
-from bench.workload import connect
 from delivery_server.adapters.aws.sqs import open_sqs_queue
 from delivery_server.adapters.queue_local import LocalQueue
-from delivery_server.adapters.ses_event_payloads import (
-    AcceptedMail,
-    outcome_events,
-    sns_notification,
-)
 from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
 from delivery_server.brake import BrakeThresholds
 from delivery_server.heartbeats import Heartbeats
 from delivery_server.metrics import Metrics
-from delivery_server.models import Delivery, EventOutcome, TrackingEvent, utcnow
+from delivery_server.models import Delivery, EventOutcome, TrackingEvent
 from delivery_server.ports import Queue
 from delivery_server.tracker import EventRecorder, Tracker
 
-if TYPE_CHECKING:
-    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
-
-DATABASE = "bench_ingest"
 QUEUE_NAME = "bench-ingest-events"
-TOPIC_ARN = "arn:aws:sns:us-east-1:000000000000:ses-events"
-FROM_ADDRESS = "statements@bank.example"
-INSERT_ROWS = 1000
-PUBLISH_CONCURRENCY = 16
-TICK = 0.02  # the stand-in's FLUSH_DELAY
 RECEIVE_WAIT = 2.0  # seconds: short, so the fetchers' last long polls end soon after
 
 
@@ -129,116 +117,12 @@ class CountingQueue:
         return getattr(self._queue, name)
 
 
-def create_job(params: dict[str, Any], emails: int) -> tuple[int, list[int]]:
-    """A processing job whose ``emails`` emails are all sent (message ids ``bench-<id>``)."""
-    now = utcnow()
-    with connect(params, database=DATABASE) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO delivery_job (name, status, template_name, from_address, created_at,"
-            " started_at, total_count) VALUES ('ingest', 'processing', 'statement', %s, %s,"
-            " %s, %s)",
-            (FROM_ADDRESS, now, now, emails),
-        )
-        job_id = int(cur.lastrowid)
-        for start in range(0, emails, INSERT_ROWS):
-            rows = [
-                (job_id, f"customer{n}@example.com", "{}", "sent", 1, now, now, now)
-                for n in range(start, min(emails, start + INSERT_ROWS))
-            ]
-            cur.executemany(
-                "INSERT INTO delivery_email (job_id, to_address, variables, status, attempts,"
-                " created_at, updated_at, sent_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
-        cur.execute("UPDATE delivery_email SET provider_message_id = CONCAT('bench-', id)")
-        cur.execute("SELECT id FROM delivery_email ORDER BY id")
-        return job_id, [int(row[0]) for row in cur.fetchall()]
-
-
-def event_bodies(job_id: int, email_ids: list[int], bounce_rate: float, seed: int) -> list[str]:
-    """Every email's events as the bench's stand-in publishes them (SNS envelopes)."""
-    rng = random.Random(seed)
-    sent_at = utcnow()
-    reported_at = sent_at + timedelta(seconds=2)
-    bodies = []
-    for email_id in email_ids:
-        mail = AcceptedMail(
-            message_id=f"bench-{email_id}",
-            source=FROM_ADDRESS,
-            destination=(f"customer{email_id}@example.com",),
-            sent_at=sent_at,
-            tags={"job_id": str(job_id), "email_id": str(email_id)},
-            configuration_set="bench",
-        )
-        bounce = rng.random() < bounce_rate
-        for payload in outcome_events(mail, reported_at, bounce_all=bounce):
-            message = json.dumps(payload, separators=(",", ":"))
-            envelope = sns_notification(message, TOPIC_ARN, str(uuid.uuid4()), sent_at, "c2ln")
-            bodies.append(json.dumps(envelope, separators=(",", ":")))
-    return bodies
-
-
-def reset_tracking(params: dict[str, Any]) -> None:
-    """Forget what a repeat recorded: the next records the same events from scratch."""
-    with connect(params, database=DATABASE) as conn, conn.cursor() as cur:
-        cur.execute("DELETE FROM delivery_event")
-        cur.execute("DELETE FROM delivery_suppression")
-        cur.execute(
-            "UPDATE delivery_email SET delivery_status = NULL, delivery_detail = NULL,"
-            " delivery_updated_at = NULL, opened_at = NULL, clicked_at = NULL"
-        )
-
-
-async def publish_sqs(endpoint_url: str, queue_url: str, bodies: list[str], rate: float) -> None:
-    """Put ``bodies`` on the stand-in's queue, ten to a SendMessageBatch; at ``rate``
-    events a second when it is not 0 (a tick every ``TICK`` seconds, as the stand-in
-    publishes)."""
-    slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-    async with get_session().create_client(
-        "sqs", endpoint_url=endpoint_url, region_name="us-east-1"
-    ) as client:
-
-        async def send(chunk: list[str]) -> None:
-            entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(n), "MessageBody": body} for n, body in enumerate(chunk)
-            ]
-            async with slots:
-                answer = await client.send_message_batch(QueueUrl=queue_url, Entries=entries)
-            if answer.get("Failed"):
-                raise RuntimeError(f"the stand-in refused {len(answer['Failed'])} events")
-
-        async def publish(part: list[str]) -> None:
-            chunks = [part[i : i + 10] for i in range(0, len(part), 10)]
-            await asyncio.gather(*(send(chunk) for chunk in chunks))
-
-        await paced(bodies, rate, publish)
-
-
-async def paced(
-    bodies: list[str], rate: float, publish: Callable[[list[str]], Awaitable[None]]
-) -> None:
-    """``publish`` all of ``bodies`` at once (``rate`` 0), or ``rate`` a second."""
-    if not rate:
-        await publish(bodies)
-        return
-    loop = asyncio.get_running_loop()
-    started, sent = loop.time(), 0
-    while sent < len(bodies):
-        due = min(len(bodies), int((loop.time() - started) * rate) + 1)
-        if due > sent:
-            await publish(bodies[sent:due])
-            sent = due
-        await asyncio.sleep(TICK)
-
-
-def publisher_process(endpoint_url: str, queue_url: str, bodies: list[str], rate: float) -> None:
-    """``publish_sqs`` in a child process: its CPU is not counted as ours."""
-    os.environ.update({k: v for k, v in base_env().items() if k.startswith("AWS_")})
-    asyncio.run(publish_sqs(endpoint_url, queue_url, bodies, rate))
-
-
 async def ingest(
-    url: str, queue: Queue, expected: int, stand_in_cpu: Callable[[], float] | None
+    url: str,
+    queue: Queue,
+    expected: int,
+    stand_in_cpu: Callable[[], float] | None,
+    fetchers: int,
 ) -> Result:
     """Run a tracker on ``queue`` until ``expected`` events are recorded; what it cost."""
     store = await SqlStore.connect(url)
@@ -253,7 +137,9 @@ async def ingest(
     brake = BrakeThresholds(bounce_rate=0.05, complaint_rate=0.001, min_sends=200)
     recorder = CountingRecorder(store, metrics, brake, expected=expected)
     counted = CountingQueue(queue)
-    tracker = Tracker(counted, recorder, Heartbeats(), metrics, wait_seconds=RECEIVE_WAIT)
+    tracker = Tracker(
+        counted, recorder, Heartbeats(), metrics, fetchers=fetchers, wait_seconds=RECEIVE_WAIT
+    )
     mariadb = list(service_processes().values())
     stop = asyncio.Event()
     try:
@@ -306,7 +192,7 @@ def report(results: list[Result], queue: str, command: str) -> None:
 
 
 async def run_all(args: argparse.Namespace) -> list[Result]:
-    params: dict[str, Any] = {"host": args.db_host, "port": args.db_port, "user": "root"}
+    params = _params(args)
     recreate_database(params, DATABASE)
     url = mysql_url(params, DATABASE)
     try:
@@ -314,51 +200,49 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
         job_id, email_ids = create_job(params, args.emails)
         bodies = event_bodies(job_id, email_ids, args.bounce_rate, args.seed)
         if args.queue == "local":
-            return [await _repeat_local(params, url, bodies, args.rate) for _ in range(args.repeat)]
+            return [await _repeat_local(args, url, bodies) for _ in range(args.repeat)]
         os.environ.update({k: v for k, v in base_env().items() if k.startswith("AWS_")})
         with SimulatorProcess(ses_latency=0.0) as sim:
             queue_url = create_queue(sim, QUEUE_NAME)
             return [
-                await _repeat_sqs(params, url, bodies, args.rate, sim, queue_url)
-                for _ in range(args.repeat)
+                await _repeat_sqs(args, url, bodies, sim, queue_url) for _ in range(args.repeat)
             ]
     finally:
         drop_database(params, DATABASE)
 
 
 async def _repeat_sqs(
-    params: dict[str, Any],
-    url: str,
-    bodies: list[str],
-    rate: float,
-    sim: SimulatorProcess,
-    queue_url: str,
+    args: argparse.Namespace, url: str, bodies: list[str], sim: SimulatorProcess, queue_url: str
 ) -> Result:
-    reset_tracking(params)
+    reset_tracking(_params(args))
     publisher = multiprocessing.get_context("spawn").Process(
-        target=publisher_process, args=(sim.endpoint_url, queue_url, bodies, rate)
+        target=publisher_process, args=(sim.endpoint_url, queue_url, bodies, args.rate)
     )
     publisher.start()
     try:
-        if not rate:  # all on the queue before the tracker starts
+        if not args.rate:  # all on the queue before the tracker starts
             await asyncio.to_thread(publisher.join)
         async with open_sqs_queue(queue_url, endpoint_url=sim.endpoint_url) as sqs:
-            return await ingest(url, sqs, len(bodies), sim.cpu_seconds)
+            return await ingest(url, sqs, len(bodies), sim.cpu_seconds, args.fetchers)
     finally:
         await asyncio.to_thread(publisher.join)
         if publisher.exitcode != 0:
             raise RuntimeError(f"the publisher exited {publisher.exitcode}")
 
 
-async def _repeat_local(params: dict[str, Any], url: str, bodies: list[str], rate: float) -> Result:
-    reset_tracking(params)
+async def _repeat_local(args: argparse.Namespace, url: str, bodies: list[str]) -> Result:
+    reset_tracking(_params(args))
     local = LocalQueue()
-    publishing = asyncio.create_task(paced(bodies, rate, local.publish_bodies))
-    if not rate:
+    publishing = asyncio.create_task(paced(bodies, args.rate, local.publish_bodies))
+    if not args.rate:
         await publishing
-    result = await ingest(url, local, len(bodies), None)
+    result = await ingest(url, local, len(bodies), None, args.fetchers)
     await publishing
     return result
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"host": args.db_host, "port": args.db_port, "user": "root"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,12 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="events/s put on the queue while the tracker runs (0: all before it starts)",
     )
+    parser.add_argument("--fetchers", type=int, default=4, help="the tracker's (its default)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--db-host", default="127.0.0.1")
     parser.add_argument("--db-port", type=int, default=3306)
     args = parser.parse_args(argv)
-    if args.emails < 1 or args.repeat < 1 or args.rate < 0:
-        parser.error("--emails and --repeat must be at least 1, --rate not negative")
+    if min(args.emails, args.repeat, args.fetchers) < 1 or args.rate < 0:
+        parser.error("--emails, --repeat and --fetchers must be at least 1, --rate not negative")
     results = asyncio.run(run_all(args))
     report(results, args.queue, " ".join(["python -m bench.ingest", *sys.argv[1:]]))
     return 0
