@@ -23,6 +23,7 @@ and applies it: delivery status forward only, suppression, ``unknown`` emails tu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Sequence
 
@@ -122,21 +123,12 @@ class Tracker:
                     if self._failures and await wait_or_stop(stop, self._backoff()):
                         return
                     await slots.acquire()
-                    try:
-                        deliveries = await self._queue.receive(
-                            RECEIVE_BATCH, self._wait_seconds, self._visibility_timeout
-                        )
-                    except Exception as exc:  # a failing backend: back off, keep the loop alive
-                        slots.release()
-                        self._failed(exc)
-                        continue
+                    deliveries = await self._receive()
                     parsed = await self._parse(deliveries, settlements)
                     if parsed:  # recorded with other receives; the slot is freed after
                         handlers.create_task(self._submit(parsed, records, slots))
                     else:
                         slots.release()
-                        if not deliveries:  # the queue answers and nothing is pending
-                            self._failures = 0
                     self._heartbeats.beat(loop_name)
                     # A partial receive: the queue is (nearly) drained and its events wait
                     # for company in ``records`` anyway. Pausing lets the next receive come
@@ -145,6 +137,18 @@ class Tracker:
                         await wait_or_stop(stop, self._record_delay)
         finally:
             self._heartbeats.unregister(loop_name)
+
+    async def _receive(self) -> list[Delivery]:
+        try:
+            deliveries = await self._queue.receive(
+                RECEIVE_BATCH, self._wait_seconds, self._visibility_timeout
+            )
+        except Exception as exc:  # a failing backend: back off, keep the loop alive
+            self._failed(exc)
+            return []
+        if not deliveries:  # the queue answers and nothing is pending
+            self._failures = 0
+        return deliveries
 
     async def _parse(self, deliveries: Sequence[Delivery], settlements: Settlements) -> _Parsed:
         parsed: _Parsed = []
@@ -163,19 +167,23 @@ class Tracker:
     async def _submit(
         self, parsed: _Parsed, records: Batcher[_Parsed, None], slots: asyncio.Semaphore
     ) -> None:
+        # A failed group is logged and counted once, by ``_record``; its messages stay
+        # hidden and come back after their visibility timeout.
         try:
-            await records.submit(parsed)
-        except Exception as exc:  # left hidden: back in the queue after its visibility timeout
-            self._failed(exc)
-        else:
-            self._failures = 0
+            with contextlib.suppress(Exception):
+                await records.submit(parsed)
         finally:
             slots.release()
 
     async def _record(self, batches: list[_Parsed], settlements: Settlements) -> list[None]:
         """Record the events of several receives in one call, then settle each message."""
         parsed = [pair for batch in batches for pair in batch]
-        outcomes = await self._recorder.record([event for _, event in parsed])
+        try:
+            outcomes = await self._recorder.record([event for _, event in parsed])
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        self._failures = 0
         early = []
         for (delivery, _), outcome in zip(parsed, outcomes, strict=True):
             if outcome is EventOutcome.EARLY:
@@ -183,7 +191,10 @@ class Tracker:
                 early.append(self._queue.change_visibility(delivery.receipt, retry))
             else:
                 await settlements.of(delivery).delete()
-        await asyncio.gather(*early)
+        # A visibility change that fails leaves its message to the visibility timeout.
+        for failure in await asyncio.gather(*early, return_exceptions=True):
+            if isinstance(failure, Exception):
+                log.warning("early_event_not_deferred", error=type(failure).__name__)
         return [None] * len(batches)
 
     def _failed(self, exc: Exception) -> None:
