@@ -42,10 +42,11 @@ EVENT_CALLS_PER_TRANSACTION = 10
 class TrackingQueries(Queries):
     """SES events into delivery statuses; the brake's counts; the delivery gauge.
 
-    Concurrent ``record_events`` calls (the tracker's fetchers, ten events each) are
-    written as one transaction (``batching``), each call still getting its own outcomes
-    once they are committed: bigger transactions record more events a second, on MariaDB
-    and SQLite alike (docs/benchmarks.md has the figures)."""
+    Concurrent ``record_events`` calls (the tracker's groups of receives, up to 100
+    events each; ``POST /ses/events``, one event each) are written as one transaction
+    (``batching``), each call still getting its own outcomes once they are committed:
+    bigger transactions record more events a second, on MariaDB and SQLite alike
+    (docs/benchmarks.md has the figures)."""
 
     # Big jobs' brake counts, with when (monotonic) they were counted.
     _brake_counted: dict[int, tuple[float, BrakeCounts]]
