@@ -172,19 +172,10 @@ def print_summary(console: Console, summary: JobSummary) -> None:
         if value is not None:
             about.add_row(label, f"{value:%Y-%m-%d %H:%M:%S} UTC")
     console.print(about)
-    counts = Table(title="emails", title_justify="left", box=box.SIMPLE_HEAD)
-    counts.add_column("status")
-    counts.add_column("count", justify="right")
-    for status, count in all_counts(summary).items():
-        counts.add_row(status, f"{count:,}", style="" if count else "dim")
-    console.print(counts)
+    console.print(_counts_table("emails", "status", all_counts(summary)))
     if any(summary.delivery_counts.values()):
-        after = Table(title="after the send", title_justify="left", box=box.SIMPLE_HEAD)
-        after.add_column("delivery status")
-        after.add_column("count", justify="right")
-        for status, count in delivery_counts(summary).items():
-            after.add_row(status, f"{count:,}", style="" if count else "dim")
-        console.print(after)
+        after = delivery_counts(summary)
+        console.print(_counts_table("after the send", "delivery status", after))
     if summary.last_errors:
         errors = Table(title="last errors", title_justify="left", box=box.SIMPLE_HEAD)
         errors.add_column("email", justify="right")
@@ -192,6 +183,15 @@ def print_summary(console: Console, summary: JobSummary) -> None:
         for email_id, error in summary.last_errors:
             errors.add_row(str(email_id), Text(redact(error)))
         console.print(errors)
+
+
+def _counts_table(title: str, column: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column(column)
+    table.add_column("count", justify="right")
+    for status, count in counts.items():
+        table.add_row(status, f"{count:,}", style="" if count else "dim")
+    return table
 
 
 def summary_line(summary: JobSummary) -> str:

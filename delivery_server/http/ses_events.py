@@ -28,30 +28,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Protocol, get_args
 
 import structlog
 from aiohttp import web
 
-from delivery_server.errors import PermanentError, SnsMessageRefused
+from delivery_server.errors import PermanentError, SnsMessageRefused, SnsRefusal
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 256 * 1024
 
-OUTCOMES = (
-    "accepted",
-    "confirmed",
-    "unsubscribed",
-    "too_large",
-    "malformed",
-    "forged",
-    "refused_topic",
-    "refused_cert_url",
-    "refused_subscribe_url",
-    "expired",
-    "unavailable",
-)
+OUTCOMES = ("accepted", "confirmed", "unsubscribed", "too_large", *get_args(SnsRefusal))
 """Every outcome ``on_outcome`` is called with, so a metric can register them at start-up."""
 
 _STATUS = {"malformed": 400, "unavailable": 503}  # every other refusal is 403

@@ -4,6 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from delivery_server.cli import main
+from tests.support.cli_runner import Cli, Result
 from tests.support.fault_proxy import FaultProxy
 from tests.support.servers import ServerProcess
 
@@ -23,3 +25,16 @@ def servers() -> Iterator[list[ServerProcess]]:
     yield started
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """Run one command in-process; return its exit code and output."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run

@@ -11,45 +11,17 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from delivery_server.cli import main
+from tests.support.cli_runner import Cli, Result
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "delivery_server" / "examples" / "templates"
 VARIABLES = {"name": "Ann", "account": "DE0012345678", "period": "2024", "balance": "1.00",
              "currency": "EUR"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run one command in-process; return its exit code and output."""
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 def command(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

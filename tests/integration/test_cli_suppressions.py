@@ -9,49 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from delivery_server.cli import main
 from delivery_server.models import EmailStatus, JobStatus, Suppression, SuppressionReason
 from delivery_server.settings import load_settings
 from tests.integration.harness import RunningServer, prepared_store, wait_for_job
+from tests.support.cli_runner import Cli
 
 pytestmark = pytest.mark.timeout(90)
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "delivery_server" / "examples" / "templates"
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run one command in-process; return its exit code and output."""
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture
