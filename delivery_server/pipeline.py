@@ -131,9 +131,9 @@ class Pipeline:
         ``unknown`` if it may have left), and the error of a store write or queue call
         that could not be retried away (a settle write still failing after half the
         lease, a refused visibility change, an unexpected error from the claim). Then
-        the message is handed back unless that failed call was its settlement (it comes
-        back after its visibility timeout), and the lease and the reconciler settle the
-        email."""
+        the message is handed back after ``settlement.ERROR_RETRY_SECONDS`` unless that
+        failed call was its settlement (it comes back after its visibility timeout), and
+        the lease and the reconciler settle the email."""
         async with self._settlements.of(delivery) as settlement:
             await self._handle(delivery, settlement)
 
