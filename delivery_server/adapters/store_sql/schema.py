@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
 
 # InnoDB ids are BIGINT; SQLite only autoincrements an INTEGER PRIMARY KEY.
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -27,6 +28,25 @@ Address = sa.String(ADDRESS_CHARS).with_variant(
 )
 # Stored as JSON text on both; None stays SQL NULL rather than the JSON literal null.
 JsonValue = sa.JSON(none_as_null=True)
+
+
+class UtcNow(sa.sql.expression.FunctionElement[Any]):
+    """The database's clock in naive UTC, as a column default (the insert contract):
+    ``CURRENT_TIMESTAMP`` is the session's time zone on MariaDB/MySQL, UTC on SQLite."""
+
+    type = sa.DateTime()
+    inherit_cache = True
+
+
+@compiles(UtcNow, "mysql")
+def _utc_now_mysql(element: UtcNow, compiler: Any, **kw: Any) -> str:
+    return "(UTC_TIMESTAMP(6))"
+
+
+@compiles(UtcNow)
+def _utc_now_default(element: UtcNow, compiler: Any, **kw: Any) -> str:
+    return "(CURRENT_TIMESTAMP)"
+
 
 JOB_STATUS_INDEX = "ix_delivery_email_job_status"
 JOB_DELIVERY_INDEX = "ix_delivery_email_job_delivery"
@@ -57,12 +77,12 @@ job = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(255), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="draft"),
     sa.Column("template_name", sa.String(255), nullable=False),
     sa.Column("from_address", sa.String(320), nullable=False),
     sa.Column("reply_to", sa.String(320), nullable=True),
     sa.Column("scheduled_at", Timestamp, nullable=True),
-    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=UtcNow()),
     sa.Column("started_at", Timestamp, nullable=True),
     sa.Column("finished_at", Timestamp, nullable=True),
     sa.Column("total_count", sa.Integer(), nullable=False, server_default="0"),
@@ -71,6 +91,12 @@ job = sa.Table(
     sa.Column("paused_reason", sa.Text(), nullable=True),
     # The job opted in to RFC 8058 one-click unsubscribe headers (statements do not).
     sa.Column("unsubscribe", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # The template version every email of the job renders with, fixed when it starts.
+    sa.Column("template_version", sa.Integer(), nullable=True),
+    # Emails not sent by then become ``expired`` (not sent late).
+    sa.Column("send_by", Timestamp, nullable=True),
+    # When retention erased the personal data of the job's emails.
+    sa.Column("purged_at", Timestamp, nullable=True),
     # The publisher polls for processing jobs that are due.
     sa.Index("ix_delivery_job_status_scheduled", "status", "scheduled_at"),
     **MYSQL_TABLE_OPTIONS,
@@ -90,12 +116,12 @@ email = sa.Table(
     sa.Column("locale", sa.String(35), nullable=True),
     sa.Column("variables", JsonValue, nullable=False),
     sa.Column("attachments", JsonValue, nullable=True),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("provider_message_id", sa.String(255), nullable=True),
-    sa.Column("created_at", Timestamp, nullable=False),
-    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=UtcNow()),
+    sa.Column("updated_at", Timestamp, nullable=False, server_default=UtcNow()),
     sa.Column("sent_at", Timestamp, nullable=True),
     sa.Column("lease_until", Timestamp, nullable=True),
     # What the recipient's side reported (tracking), apart from the pipeline's status.
@@ -104,6 +130,8 @@ email = sa.Table(
     sa.Column("delivery_updated_at", Timestamp, nullable=True),
     sa.Column("opened_at", Timestamp, nullable=True),
     sa.Column("clicked_at", Timestamp, nullable=True),
+    # The template version that rendered it (the job's pinned one).
+    sa.Column("template_version", sa.Integer(), nullable=True),
     # Publishing pages (job, pending, by id), per-job counts, and the job summary.
     sa.Index(JOB_STATUS_INDEX, "job_id", "status", "id"),
     # The reconciler: stale queued emails and expired sending leases.
