@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     requeue_after: float = Field(default=900.0, ge=1, le=86400)
     reconcile_interval: float = Field(default=30.0, gt=0, le=3600)
     max_rendered_bytes: int = Field(default=2_000_000, ge=1024)
+    # The fleet's total (fleet.py divides it among the live sending processes); unset,
+    # the sender says (SES: the account's MaxSendRate; SMTP and the outbox: no limit).
     max_send_rate: float | None = Field(default=None, gt=0)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # Tracking (DESIGN §2, §5): SES events come back on this queue; unset turns it off
