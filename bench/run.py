@@ -87,6 +87,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_BOUNCE_RATE,
         help="share of emails the stand-in bounces in the tracking run (default: 0.01)",
     )
+    parser.add_argument(
+        "--open-rate",
+        type=float,
+        default=0.0,
+        help="share of delivered emails the stand-in also reports opened in the tracking "
+        "run: 1.0 makes three events per email (default: 0)",
+    )
+    parser.add_argument(
+        "--account-rate",
+        type=float,
+        help="the SES account's MaxSendRate the stand-ins of both our runs advertise (our "
+        "servers share it as the fleet's rate; default: none, sends as fast as they can)",
+    )
     parser.add_argument("--skip-peers", action="store_true", help="ours and the floor only")
     parser.add_argument("--floor-calls", type=int, default=4000)
     parser.add_argument("--attachment-ratio", type=float, default=0.1)
@@ -269,10 +282,17 @@ def run_both(
 ) -> dict[str, Any]:
     """Ours with tracking on, then (unless skipped) off: ``ours``, ``ours_tracking_off``."""
     runs: dict[str, Any] = {}
+    # An account rate is the stand-in's GetAccount answer; the floors and the peers keep
+    # the unlimited one (they do not read it).
+    account = ("--max-send-rate", str(args.account_rate)) if args.account_rate else ()
     # A stand-in of its own publishes the events: the tracking-off run and the floors
     # use one that does not spend its CPU on events nobody reads.
     with SimulatorProcess(
-        ses_latency=args.ses_latency, events_queue=EVENTS_QUEUE, bounce_rate=args.bounce_rate
+        ses_latency=args.ses_latency,
+        extra_args=account,
+        events_queue=EVENTS_QUEUE,
+        bounce_rate=args.bounce_rate,
+        open_rate=args.open_rate,
     ) as tracked:
         print(
             f"ours, tracking on: {args.emails:,} emails, {args.servers} server(s) ...",
@@ -283,14 +303,20 @@ def run_both(
         )
     if args.tracking_off_emails:
         print(f"ours, tracking off: {args.tracking_off_emails:,} emails ...", file=sys.stderr)
-        runs["ours_tracking_off"] = run_ours(
-            args,
-            sim,
-            params,
-            run_dir / "tracking-off",
-            emails=args.tracking_off_emails,
-            tracking=False,
-        )
+        with contextlib.ExitStack() as stack:
+            untracked = sim
+            if account:
+                untracked = stack.enter_context(
+                    SimulatorProcess(ses_latency=args.ses_latency, extra_args=account)
+                )
+            runs["ours_tracking_off"] = run_ours(
+                args,
+                untracked,
+                params,
+                run_dir / "tracking-off",
+                emails=args.tracking_off_emails,
+                tracking=False,
+            )
     return runs
 
 

@@ -28,8 +28,9 @@ class SimulatorProcess:
     """``with SimulatorProcess(ses_latency=0.02) as sim: sim.endpoint_url``.
 
     With ``events_queue``, the stand-in publishes the SES events of every email it
-    accepts to that queue of its SQS (``events_queue_url``), and ``bounce_rate`` of them
-    bounce (the bench's tracking runs use 1 %).
+    accepts to that queue of its SQS (``events_queue_url``), ``bounce_rate`` of them
+    bounce (the bench's tracking runs use 1 %) and ``open_rate`` of the delivered ones are
+    opened too (a third event per email).
     """
 
     def __init__(
@@ -38,11 +39,13 @@ class SimulatorProcess:
         extra_args: tuple[str, ...] = (),
         events_queue: str | None = None,
         bounce_rate: float = 0.0,
+        open_rate: float = 0.0,
     ) -> None:
         self.ses_latency = ses_latency
         self.extra_args = extra_args
         self.events_queue = events_queue
         self.bounce_rate = bounce_rate
+        self.open_rate = open_rate
         self.endpoint_url = ""
         self._proc: subprocess.Popen[str] | None = None
 
@@ -55,6 +58,7 @@ class SimulatorProcess:
         if self.events_queue is not None:
             command += ["--events-queue", self.events_queue]
             command += ["--bounce-rate", str(self.bounce_rate)]
+            command += ["--open-rate", str(self.open_rate)]
         self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         self.endpoint_url = self._read_endpoint()
         return self

@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of accepted emails that bounce permanently (needs --events-queue; "
         "drawn with --seed)",
     )
+    parser.add_argument(
+        "--open-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="fraction of delivered emails that are also opened: an Open event each "
+        "(needs --events-queue)",
+    )
     return parser
 
 
@@ -96,6 +104,7 @@ async def _serve(args: argparse.Namespace, plan: FaultPlan) -> None:
         keep_sent=args.keep_sent,
         events_queue=args.events_queue,
         bounce_rate=args.bounce_rate,
+        open_rate=args.open_rate,
     )
     print(f"simulator listening on {sim.endpoint_url}", flush=True)
     try:
@@ -117,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         plan = _plan(args)
-        check_options(args.events_queue, args.bounce_rate)
+        check_options(args.events_queue, args.bounce_rate, args.open_rate)
     except (FaultSpecError, ValueError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2

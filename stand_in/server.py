@@ -141,20 +141,24 @@ async def start_simulator(
     keep_sent: int = 10_000,
     events_queue: str | None = None,
     bounce_rate: float = 0.0,
+    open_rate: float = 0.0,
 ) -> Simulator:
     """Start SQS + SES v2 on ``host:port`` (0: a free port) in the running event loop.
 
     ``faults`` (when given) wins over ``ses_latency``. With ``events_queue``, the SES
     events of every accepted email go to that SQS queue (``ses_events``), and
-    ``bounce_rate`` of them bounce (drawn with the fault plan's seed). Close the result
+    ``bounce_rate`` of them bounce (drawn with the fault plan's seed), ``open_rate`` of
+    the delivered ones are opened as well. Close the result
     when done, or use it as ``async with await start_simulator() as sim``.
     """
-    check_options(events_queue, bounce_rate)
+    check_options(events_queue, bounce_rate, open_rate)
     plan = faults if faults is not None else FaultPlan(latency=ses_latency)
     sqs, ses = SqsApi(), SesApi(plan, keep=keep_sent)
     events = None
     if events_queue is not None:
-        events = SesEventPublisher(sqs, events_queue, bounce_rate=bounce_rate, seed=plan.seed)
+        events = SesEventPublisher(
+            sqs, events_queue, bounce_rate=bounce_rate, seed=plan.seed, open_rate=open_rate
+        )
         ses.on_accepted = events.accepted
     app = web.Application(client_max_size=64 * 1024 * 1024)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

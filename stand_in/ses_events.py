@@ -5,7 +5,8 @@ whose ``Message`` is the SES event's JSON (built by the product's own
 ``ses_event_payloads``, so both speak one format). ``Send`` first, then ``Delivery`` or what
 the SES mailbox simulator's addresses ask for; a configured bounce rate turns that
 fraction of the accepted emails into permanent bounces, drawn from a seeded generator in
-acceptance order.
+acceptance order; an open rate adds an ``Open`` after that fraction of the deliveries
+(open tracking: a third event per email).
 
 The SES handler only appends the accepted email to a list: the events are built and
 enqueued a few milliseconds later, in batches, off the request path (the same event loop
@@ -39,7 +40,7 @@ MAX_BATCH = 500  # emails per flush: bounds how long one flush holds the loop
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
-def check_options(queue_name: str | None, bounce_rate: float) -> None:
+def check_options(queue_name: str | None, bounce_rate: float, open_rate: float = 0.0) -> None:
     """Raise ``ValueError`` naming the option when the events options make no sense."""
     if queue_name is not None and not _QUEUE_NAME.match(queue_name):
         raise ValueError(
@@ -49,6 +50,10 @@ def check_options(queue_name: str | None, bounce_rate: float) -> None:
         raise ValueError(f"bounce rate {bounce_rate} must be between 0 and 1")
     if bounce_rate and queue_name is None:
         raise ValueError("a bounce rate needs an events queue to report the bounces")
+    if not 0.0 <= open_rate <= 1.0:
+        raise ValueError(f"open rate {open_rate} must be between 0 and 1")
+    if open_rate and queue_name is None:
+        raise ValueError("an open rate needs an events queue to report the opens")
 
 
 class SesEventPublisher:
@@ -61,15 +66,19 @@ class SesEventPublisher:
         bounce_rate: float = 0.0,
         seed: int | None = None,
         topic_arn: str = DEFAULT_TOPIC_ARN,
+        open_rate: float = 0.0,
     ) -> None:
-        check_options(queue_name, bounce_rate)
+        check_options(queue_name, bounce_rate, open_rate)
         self.queue_name = queue_name
         self.bounce_rate = bounce_rate
+        self.open_rate = open_rate
         self.topic_arn = topic_arn
         self.counts: Counter[str] = Counter()
         self._sqs = sqs
         self._seed = seed
         self._rng = random.Random(seed)
+        # Opens drawn apart: adding them leaves a seed's bounces where they were.
+        self._open_rng = random.Random(f"open-{seed}")
         self._pending: list[tuple[SentEmail, str | None]] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._next_notification_id = uuid_sequence()
@@ -100,6 +109,7 @@ class SesEventPublisher:
         self._pending.clear()
         self.counts.clear()
         self._rng.seed(self._seed)
+        self._open_rng.seed(f"open-{self._seed}")
         self.ensure_queue()
 
     def close(self) -> None:
@@ -123,6 +133,7 @@ class SesEventPublisher:
         now = datetime.now(UTC).replace(tzinfo=None)
         for email, configuration_set in batch:
             bounce = self.bounce_rate > 0 and self._rng.random() < self.bounce_rate
+            opened = self.open_rate > 0 and self._open_rng.random() < self.open_rate
             if queue is None:  # a client deleted it: SNS would fail to deliver, too
                 self.counts["dropped"] += 1
                 continue
@@ -134,7 +145,7 @@ class SesEventPublisher:
                 tags=email.tags,
                 configuration_set=configuration_set,
             )
-            for event in outcome_events(mail, now, bounce_all=bounce):
+            for event in outcome_events(mail, now, bounce_all=bounce, opened=opened):
                 queue.send(self._envelope(event, now))
                 self.counts[event["eventType"]] += 1
             self.counts["emails"] += 1

@@ -124,7 +124,9 @@ def complaint_event(mail: AcceptedMail, recipients: Sequence[str], at: datetime)
     return _complaint(mail_object(mail), mail, recipients, at)
 
 
-def outcome_events(mail: AcceptedMail, at: datetime, bounce_all: bool = False) -> list[Payload]:
+def outcome_events(
+    mail: AcceptedMail, at: datetime, bounce_all: bool = False, opened: bool = False
+) -> list[Payload]:
     """Every event SES would publish for ``mail``, in the order they happen.
 
     ``Send`` first; then one ``Delivery`` for the delivered recipients, one ``Bounce``
@@ -149,6 +151,8 @@ def outcome_events(mail: AcceptedMail, at: datetime, bounce_all: bool = False) -
         events.append(_bounce(common, mail, suppressed, mail.sent_at, SUPPRESSION_LIST))
     if delivered:
         events.append(_delivery(common, mail, delivered, at))
+        if opened:
+            events.append(_open(common, at))
     if bounced := by_outcome.get(MailboxOutcome.BOUNCED):
         events.append(_bounce(common, mail, bounced, at, "General"))
     if complained:
@@ -172,6 +176,18 @@ def _delivery(
             "recipients": list(recipients),
             "smtpResponse": "250 2.6.0 Message received",
             "reportingMTA": REPORTING_MTA,
+        },
+    }
+
+
+def _open(common: Payload, at: datetime) -> Payload:
+    return {
+        "eventType": "Open",
+        "mail": common,
+        "open": {
+            "ipAddress": "192.0.2.1",  # TEST-NET-1: no one's address
+            "timestamp": iso_timestamp(at),
+            "userAgent": "Mozilla/5.0 (stand-in)",
         },
     }
 

@@ -16,6 +16,7 @@ from delivery_server.adapters.ses_event_payloads import (
     raw_event_bodies,
     sns_notification,
 )
+from delivery_server.ses_record import read_record
 
 SENT = datetime(2026, 1, 31, 23, 59, 58, 123456)  # naive UTC
 LATER = SENT + timedelta(seconds=2, milliseconds=500)
@@ -106,6 +107,27 @@ def test_bounce_all_turns_deliveries_into_permanent_bounces() -> None:
     subtypes = [e["bounce"]["bounceSubType"] for e in events if e["eventType"] == "Bounce"]
     assert [e["eventType"] for e in events] == ["Send", "Bounce", "Bounce"]
     assert subtypes == ["OnAccountSuppressionList", "General"]
+
+
+BOUNCE = "bounce@simulator.amazonses.com"
+
+
+def test_an_opened_email_reports_an_open_after_its_delivery_and_the_tracker_reads_it() -> None:
+    events = outcome_events(mail("ann@example.com", "bounce@simulator.amazonses.com"), LATER)
+    opened = outcome_events(
+        mail("ann@example.com", "bounce@simulator.amazonses.com"), LATER, opened=True
+    )
+
+    assert [e["eventType"] for e in events] == ["Send", "Delivery", "Bounce"]
+    assert [e["eventType"] for e in opened] == ["Send", "Delivery", "Open", "Bounce"]
+    record = read_record(opened[2])
+    assert (record.event_type, record.email_id, record.job_id) == ("Open", 42, 7)
+    assert record.occurred_at == LATER.replace(microsecond=623000)  # SES: milliseconds
+    # Nobody is opened who was not delivered.
+    assert [e["eventType"] for e in outcome_events(mail(BOUNCE), LATER, opened=True)] == [
+        "Send",
+        "Bounce",
+    ]
 
 
 def test_raw_bodies_are_the_events_themselves() -> None:

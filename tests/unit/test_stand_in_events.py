@@ -169,11 +169,16 @@ async def test_a_dropped_answer_still_reports_what_ses_accepted(
     assert send["mail"]["tags"]["email_id"] == ["9"]
 
 
-async def bounced_positions(bounce_rate: float, seed: int, emails: int) -> list[int]:
-    """Which of ``emails`` sends (by order) a stand-in with this seed bounced."""
+async def outcome_positions(
+    bounce_rate: float, seed: int, emails: int, open_rate: float = 0.0
+) -> tuple[list[int], list[int]]:
+    """Which of ``emails`` sends (by order) a stand-in with this seed bounced, and which
+    it reported opened."""
     plan = FaultPlan(latency=0, seed=seed)
     async with (
-        await start_simulator(faults=plan, events_queue="ev", bounce_rate=bounce_rate) as sim,
+        await start_simulator(
+            faults=plan, events_queue="ev", bounce_rate=bounce_rate, open_rate=open_rate
+        ) as sim,
         get_session().create_client("sesv2", **client_kwargs(sim)) as ses,
     ):
         order = [
@@ -183,15 +188,27 @@ async def bounced_positions(bounce_rate: float, seed: int, emails: int) -> list[
         assert sim.events is not None
         sim.events.flush()
         queue = sim.queue("ev")
-        bounced = set()
+        bounced, opened = set(), set()
         while taken := queue.take(10, 300):
             for message, _ in taken:
                 event = json.loads(json.loads(message.body)["Message"])
                 if event["eventType"] == "Bounce":
                     assert event["bounce"]["bounceType"] == "Permanent"
                     bounced.add(event["mail"]["messageId"])
+                if event["eventType"] == "Open":
+                    opened.add(event["mail"]["messageId"])
         assert sim.stats()["events"]["bounced_by_rate"] == len(bounced)
-        return [n for n, message_id in enumerate(order) if message_id in bounced]
+        assert sim.stats()["events"].get("Open", 0) == len(opened)
+        return (
+            [n for n, message_id in enumerate(order) if message_id in bounced],
+            [n for n, message_id in enumerate(order) if message_id in opened],
+        )
+
+
+async def bounced_positions(bounce_rate: float, seed: int, emails: int) -> list[int]:
+    """Which of ``emails`` sends (by order) a stand-in with this seed bounced."""
+    bounced, _ = await outcome_positions(bounce_rate, seed, emails)
+    return bounced
 
 
 async def test_bounce_rate_bounces_that_fraction_the_same_way_for_a_seed() -> None:
@@ -200,6 +217,16 @@ async def test_bounce_rate_bounces_that_fraction_the_same_way_for_a_seed() -> No
 
     assert first == again
     assert 15 <= len(first) <= 45  # 10 % of 300, well within what a seed can draw
+
+
+async def test_an_open_rate_opens_that_fraction_of_deliveries_and_moves_no_bounce() -> None:
+    bounced, opened = await outcome_positions(0.1, seed=11, emails=300, open_rate=0.5)
+    every_one_opened = await outcome_positions(0.1, seed=11, emails=300, open_rate=1.0)
+
+    assert bounced == await bounced_positions(0.1, seed=11, emails=300)
+    assert not set(bounced) & set(opened)  # a bounced email is never opened
+    assert 100 <= len(opened) <= 170  # half of the ~270 delivered
+    assert every_one_opened == (bounced, sorted(set(range(300)) - set(bounced)))
 
 
 async def test_without_an_events_queue_nothing_is_published(aws_env: None) -> None:
@@ -290,6 +317,8 @@ def _receive(endpoint: str, queue: str) -> list[dict[str, Any]]:
     [
         (["--bounce-rate", "0.01"], "needs an events queue"),
         (["--events-queue", "ev", "--bounce-rate", "2"], "must be between 0 and 1"),
+        (["--open-rate", "0.5"], "needs an events queue"),
+        (["--events-queue", "ev", "--open-rate", "-1"], "open rate -1.0 must be between"),
     ],
 )
 def test_bad_events_flags_exit_2(flags: list[str], message: str) -> None:
