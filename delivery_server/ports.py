@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from delivery_server.api_tokens import ApiToken, AuditEntry, TokenScope
+from delivery_server.email_listing import EmailFilter, EmailRow
 from delivery_server.mime import CheckedEmail
 from delivery_server.models import (
     Attachment,
@@ -280,6 +282,53 @@ class SuppressionStore(Protocol):
         ...
 
 
+class ConsoleStore(Protocol):
+    """What the operator console (the HTTP API, ``tokens``) needs beyond ``AdminStore``."""
+
+    async def add_api_token(self, name: str, scope: TokenScope, token_hash: str) -> ApiToken:
+        """Store a token's hash under a name (a revoked token's name may be taken again;
+        an active one's is a ``ConflictError``)."""
+        ...
+
+    async def api_token_by_hash(self, token_hash: str) -> ApiToken | None:
+        """The token, active or revoked, whose hash this is."""
+        ...
+
+    async def touch_api_token(self, token_id: int, used_at: datetime) -> None:
+        """Move the token's ``last_used_at`` forward to ``used_at``."""
+        ...
+
+    async def api_tokens(self) -> list[ApiToken]:
+        """Every token, revoked ones included, by name."""
+        ...
+
+    async def revoke_api_token(self, name: str) -> bool:
+        """Revoke the active token of that name; False when there is none."""
+        ...
+
+    async def record_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Write one entry of the audit trail; return it with its id and time."""
+        ...
+
+    async def audit_entries(
+        self, limit: int, before_id: int | None = None, job_id: int | None = None
+    ) -> list[AuditEntry]:
+        """A page of the audit trail, newest first (older than ``before_id``)."""
+        ...
+
+    async def job_page(
+        self, statuses: Sequence[JobStatus] | None, limit: int, before_id: int | None = None
+    ) -> list[Job]:
+        """Jobs newest first, of the given statuses (all when None), older than ``before_id``."""
+        ...
+
+    async def email_page(
+        self, job_id: int, selected: EmailFilter, limit: int, after_id: int = 0
+    ) -> list[EmailRow]:
+        """A job's emails matching ``selected`` with ids above ``after_id``, in id order."""
+        ...
+
+
 class Store(
     PublisherStore,
     EmailStore,
@@ -288,6 +337,7 @@ class Store(
     FleetStore,
     TrackingStore,
     SuppressionStore,
+    ConsoleStore,
     Protocol,
 ):
     """Everything the database does; one adapter implements it for MySQL and SQLite."""

@@ -194,3 +194,58 @@ instance = sa.Table(
     sa.Column("last_seen", Timestamp, nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )
+
+# API tokens of the operator console (issue 13): only a token's SHA-256 is kept. A revoked
+# token stays listed (who had access, until when) until a new token takes its name.
+api_token = sa.Table(
+    "delivery_api_token",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_used_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("name", name="uq_delivery_api_token_name"),
+    # Every request finds its token by the hash of what it presented.
+    sa.UniqueConstraint("token_hash", name="uq_delivery_api_token_hash"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Who did what through the API, on which job, when and from where. No foreign key: the
+# trail outlives purged and deleted jobs.
+audit = sa.Table(
+    "delivery_audit",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("job_id", Id, nullable=True),
+    sa.Column("client", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=True),
+    # A job's history, newest first.
+    sa.Index("ix_delivery_audit_job", "job_id", "id"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# What pre-flight (``jobs check JOB``) read of each attachment, each time it checked: the
+# audit trail of which bytes were about to go out. Ids, sizes and digests only (no URI,
+# no file name: those can name a customer). No foreign keys, as for events.
+attachment_digest = sa.Table(
+    "delivery_attachment_digest",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("job_id", Id, nullable=False),
+    sa.Column("email_id", Id, nullable=False),
+    sa.Column("number", sa.Integer(), nullable=False),  # the email's first attachment is 1
+    sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("checked_at", Timestamp, nullable=False),
+    # An email's attachments as checked, over time; a job's checks in order.
+    sa.Index("ix_delivery_attachment_digest_email", "email_id", "number", "checked_at"),
+    sa.Index("ix_delivery_attachment_digest_job", "job_id", "id"),
+    **MYSQL_TABLE_OPTIONS,
+)

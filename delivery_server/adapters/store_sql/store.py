@@ -7,8 +7,10 @@ from delivery_server.adapters.store_sql.database import Database
 from delivery_server.adapters.store_sql.emails import EmailQueries
 from delivery_server.adapters.store_sql.engine import create_engine
 from delivery_server.adapters.store_sql.instances import InstanceQueries
+from delivery_server.adapters.store_sql.listing import ListingQueries
 from delivery_server.adapters.store_sql.publishing import PublishingQueries
 from delivery_server.adapters.store_sql.suppressions import SuppressionQueries
+from delivery_server.adapters.store_sql.tokens import TokenQueries
 from delivery_server.adapters.store_sql.tracking import TrackingQueries
 
 
@@ -19,6 +21,8 @@ class SqlStore(
     InstanceQueries,
     TrackingQueries,
     SuppressionQueries,
+    ListingQueries,
+    TokenQueries,
 ):
     """Everything the database does (``ports.Store``), over one connection pool.
 
