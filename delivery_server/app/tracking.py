@@ -26,12 +26,15 @@ from delivery_server.adapters.sender_outbox import EventSink
 from delivery_server.brake import BrakeThresholds
 from delivery_server.errors import ConfigError, RetryableError
 from delivery_server.heartbeats import Heartbeats
+from delivery_server.http.api import api_routes
 from delivery_server.http.listener import Listener
+from delivery_server.http.security import api_json_errors, secure_headers
 from delivery_server.http.ses_events import ses_events_handler
 from delivery_server.http.unsubscribe import unsubscribe_routes
 from delivery_server.metrics import Metrics
 from delivery_server.models import EventOutcome
 from delivery_server.ports import Queue, Store, TrackingStore
+from delivery_server.renderer import Renderer
 from delivery_server.settings import Settings
 from delivery_server.tracker import EventRecorder, Tracker
 from delivery_server.tracking import parse_event_message
@@ -98,12 +101,17 @@ def tracker_for(
     )
 
 
+# JSON bodies of the API (an upload streams past this; /ses/events caps its own).
+API_MAX_BODY = 1024 * 1024
+
+
 @contextlib.asynccontextmanager
 async def open_api_listener(
     settings: Settings, store: Store, recorder: EventRecorder, metrics: Metrics
 ) -> AsyncIterator[Listener]:
-    """The API listener on ``DELIVERY_API_HOST:PORT``: ``POST /ses/events`` and, with an
-    unsubscribe key, ``GET|POST /unsubscribe/{token}``; nothing else is served."""
+    """The API listener on ``DELIVERY_API_HOST:PORT``: ``POST /ses/events``, with an
+    unsubscribe key ``GET|POST /unsubscribe/{token}``, and the token-protected JSON API
+    under ``/api/v1``; nothing else is served."""
     from delivery_server.adapters.aws.sns import SnsVerifier
 
     assert settings.api_port is not None  # the caller opens it only with a port
@@ -120,11 +128,15 @@ async def open_api_listener(
     hosts = sns_host_policy(settings.sns_cert_origin)
     async with aiohttp.ClientSession() as session:
         verifier = SnsVerifier(session, settings.topic_arns, hosts=hosts)
-        app = web.Application()
+        app = web.Application(client_max_size=API_MAX_BODY, middlewares=[api_json_errors])
+        app.on_response_prepare.append(secure_headers)
         app.router.add_post("/ses/events", ses_events_handler(verifier, ingest, count))
         if settings.unsubscribe_secret is not None:
             secret = settings.unsubscribe_secret.get_secret_value().encode()
             app.add_routes(unsubscribe_routes(secret, store.unsubscribe_email, count))
+        ready = settings.public_url is not None and settings.unsubscribe_secret is not None
+        renderer = Renderer(settings.max_rendered_bytes)
+        app.add_routes(api_routes(store, renderer, unsubscribe_ready=ready))
         listener = Listener(app, "api")
         await listener.start(settings.api_host, settings.api_port)
         try:

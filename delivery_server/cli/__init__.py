@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from delivery_server import __version__
-from delivery_server.cli import demo, jobs, server, suppressions, templates
+from delivery_server.cli import demo, jobs, server, suppressions, templates, tokens
 from delivery_server.cli._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -93,6 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    for group in (server, jobs, templates, suppressions, demo):
+    for group in (server, jobs, templates, suppressions, tokens, demo):
         group.add_commands(commands, common)
     return parser
