@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     sns_cert_origin: str | None = None
     public_url: str | None = None
     unsubscribe_secret: SecretStr | None = None
+    # An upstream system's own job and email tables, mapped onto ours (DESIGN §11): a
+    # TOML file, read and checked against the database when the store opens.
+    schema_map: Path | None = None
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

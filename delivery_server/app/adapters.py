@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from delivery_server.adapters.sender_outbox import EventSink
 from delivery_server.ports import AttachmentLoader, Queue, Sender, Store
+from delivery_server.schema_map import SchemaMap, load_schema_map
 from delivery_server.settings import Settings
 
 
@@ -14,12 +15,25 @@ def database_url(settings: Settings) -> str:
     return settings.database_url.get_secret_value()
 
 
+def schema_map(settings: Settings) -> SchemaMap | None:
+    """The upstream tables to run on (``DELIVERY_SCHEMA_MAP``), read and checked."""
+    return None if settings.schema_map is None else load_schema_map(settings.schema_map)
+
+
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """A connected store (the schema is not touched: see ``upgrade_database``)."""
+    """A connected store (the schema is not touched: see ``upgrade_database``); on an
+    upstream system's tables when ``DELIVERY_SCHEMA_MAP`` says so."""
     from delivery_server.adapters.store_sql import SqlStore
+    from delivery_server.adapters.store_sql.legacy_store import MappedSqlStore
 
-    store = await SqlStore.connect(database_url(settings), pool_size=settings.db_pool_size)
+    mapped = schema_map(settings)
+    url, pool_size = database_url(settings), settings.db_pool_size
+    store = (
+        await SqlStore.connect(url, pool_size=pool_size)
+        if mapped is None
+        else await MappedSqlStore.connect_mapped(url, mapped, pool_size=pool_size)
+    )
     try:
         yield store
     finally:
@@ -27,10 +41,11 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 
 
 async def upgrade_database(settings: Settings) -> None:
-    """Create or upgrade the schema (idempotent)."""
+    """Create or upgrade the schema (idempotent), beside the upstream tables of
+    ``DELIVERY_SCHEMA_MAP`` when set."""
     from delivery_server.adapters.store_sql import upgrade_schema
 
-    await upgrade_schema(database_url(settings))
+    await upgrade_schema(database_url(settings), schema_map(settings))
 
 
 @contextlib.asynccontextmanager

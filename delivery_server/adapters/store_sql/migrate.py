@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from delivery_server.adapters.store_sql.database import Database
 from delivery_server.adapters.store_sql.engine import create_engine
+from delivery_server.adapters.store_sql.legacy_schema import (
+    describe,
+    drop_trigger_statements,
+    trigger_statements,
+)
 from delivery_server.errors import RetryableError
+from delivery_server.schema_map import SchemaMap
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Our own version table: the database may also hold an upstream system's Alembic history.
@@ -30,16 +36,19 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
-async def upgrade_schema(database_url: str) -> None:
-    """Create the tables or bring them to the latest revision; a no-op when current."""
+async def upgrade_schema(database_url: str, schema_map: SchemaMap | None = None) -> None:
+    """Create the tables or bring them to the latest revision; a no-op when current.
+    With ``schema_map`` (DESIGN §11), also check it against the upstream system's tables,
+    add the columns it names that are missing (``add_columns = true`` only) and create
+    the triggers that keep their rows showing our state; without one, drop those."""
     database = Database(create_engine(database_url, pool_size=1))
     try:
-        await database.run(_upgrade)
+        await database.run(lambda conn: _upgrade(conn, schema_map))
     finally:
         await database.close()
 
 
-async def _upgrade(conn: AsyncConnection) -> None:
+async def _upgrade(conn: AsyncConnection, schema_map: SchemaMap | None) -> None:
     if conn.dialect.name == "mysql":
         locked = await conn.scalar(
             sa.text("SELECT GET_LOCK(:name, :timeout)"),
@@ -48,12 +57,19 @@ async def _upgrade(conn: AsyncConnection) -> None:
         if locked != 1:
             raise RetryableError("another schema upgrade is still running")
         try:
-            await conn.run_sync(_run_alembic)
+            await conn.run_sync(_run_alembic, schema_map)
         finally:
             await conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": MYSQL_LOCK_NAME})
     else:  # SQLite: the write transaction (BEGIN IMMEDIATE) already excludes others
-        await conn.run_sync(_run_alembic)
+        await conn.run_sync(_run_alembic, schema_map)
 
 
-def _run_alembic(connection: sa.Connection) -> None:
+def _run_alembic(connection: sa.Connection, schema_map: SchemaMap | None) -> None:
     command.upgrade(alembic_config(connection), "head")
+    if schema_map is None:
+        statements = drop_trigger_statements()
+    else:
+        tables = describe(connection, schema_map, adding=True)
+        statements = trigger_statements(connection.dialect, tables)
+    for statement in statements:
+        connection.exec_driver_sql(statement)
