@@ -3,14 +3,19 @@
 hadolint (make lint) checks the Dockerfile's form; these check what the house asks of it:
 a non-root user, dependencies only from the hash-checked production lock, nothing copied
 in that the wheel does not need, a stop signal and a health check, no floating ``latest``
-image. The wheel built from the repository must hold no stand-in, benchmark or test code,
-and it may need fpdf2 only through the ``demo`` extra.
+image, the Python of CI, OCI labels, the health check on the port setting. The image's
+entry point is run outside a container (there is no engine here). The wheel built from
+the repository must hold no stand-in, benchmark or test code, and it may need fpdf2 only
+through the ``demo`` extra.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tomllib
@@ -22,6 +27,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from delivery_server.settings import Settings
+from tests.conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_LOCK = "requirements.lock"
@@ -232,3 +240,107 @@ def test_production_lock_is_the_dev_lock_s_subset_without_the_demo() -> None:
     assert "fpdf2" not in production
     differing = {n: (v, dev.get(n)) for n, v in production.items() if dev.get(n) != v}
     assert not differing, f"pinned differently in the two locks: {differing}"
+
+
+def _argument_defaults(instructions: list[Instruction]) -> dict[str, str]:
+    defaults = {}
+    for ins in instructions:
+        if ins.keyword == "ARG" and "=" in ins.arguments:
+            name, _, value = ins.arguments.partition("=")
+            defaults[name] = value
+    return defaults
+
+
+def test_the_image_runs_the_python_of_ci(dockerfile: list[Instruction]) -> None:
+    # CI runs this suite on its Python: the image must run the same release line.
+    version = _argument_defaults(dockerfile)["PYTHON_VERSION"]
+    assert version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    bases = [ins.arguments.split()[0] for ins in dockerfile if ins.keyword == "FROM"]
+    assert bases == ["python:${PYTHON_VERSION}-slim"] * 2, bases
+
+
+def test_the_image_carries_oci_labels(dockerfile: list[Instruction]) -> None:
+    labels = dict(
+        word.split("=", 1)
+        for ins in final_stage(dockerfile)
+        if ins.keyword == "LABEL"
+        for word in shlex.split(ins.arguments)
+    )
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    prefix = "org.opencontainers.image."
+    assert labels[prefix + "title"] == project["name"]
+    assert labels[prefix + "licenses"] == project["license"]
+    assert labels[prefix + "version"] == "${VERSION}"
+    assert _argument_defaults(final_stage(dockerfile))["VERSION"] == project["version"]
+    assert labels[prefix + "revision"] == "${REVISION}"
+
+
+def _healthcheck_command(dockerfile: list[Instruction]) -> list[str]:
+    (healthcheck,) = [ins for ins in final_stage(dockerfile) if ins.keyword == "HEALTHCHECK"]
+    command: list[str] = json.loads(healthcheck.arguments.partition("CMD ")[2])
+    return command
+
+
+def test_the_health_check_port_is_the_server_s_setting(dockerfile: list[Instruction]) -> None:
+    default_port = str(Settings.model_fields["http_port"].default)
+    assert f"os.environ.get('DELIVERY_HTTP_PORT', '{default_port}')" in " ".join(
+        _healthcheck_command(dockerfile)
+    )
+    exposed = [ins.arguments for ins in final_stage(dockerfile) if ins.keyword == "EXPOSE"]
+    assert exposed == [default_port]
+
+
+def _image_environment(dockerfile: list[Instruction]) -> dict[str, str]:
+    return dict(
+        word.split("=", 1)
+        for ins in final_stage(dockerfile)
+        if ins.keyword == "ENV"
+        for word in shlex.split(ins.arguments)
+    )
+
+
+@pytest.mark.timeout(120)
+def test_the_entry_point_serves_checks_healthy_and_stops_on_the_stop_signal(
+    dockerfile: list[Instruction], tmp_path: Path
+) -> None:
+    """What the image runs, run outside a container (there is no engine here): the
+    ENTRYPOINT with the db-upgrade task's and the service's CMD, the image's environment,
+    the HEALTHCHECK's command, and the STOPSIGNAL ending it within the stop timeout."""
+    (entrypoint,) = [json.loads(i.arguments) for i in dockerfile if i.keyword == "ENTRYPOINT"]
+    (cmd,) = [json.loads(i.arguments) for i in final_stage(dockerfile) if i.keyword == "CMD"]
+    (stop_signal,) = [i.arguments for i in final_stage(dockerfile) if i.keyword == "STOPSIGNAL"]
+    scripts = Path(sys.executable).parent
+    program = [str(scripts / entrypoint[0]), *entrypoint[1:]]
+    port = free_port()
+    env = {
+        **os.environ,
+        **_image_environment(dockerfile),
+        # The image listens on every interface; here the loopback one is enough.
+        "DELIVERY_HTTP_HOST": "127.0.0.1",
+        "DELIVERY_HTTP_PORT": str(port),
+        "DELIVERY_DATABASE_URL": f"sqlite:///{tmp_path / 'delivery.db'}",
+        "DELIVERY_OUTBOX_DIR": str(tmp_path / "outbox"),
+    }
+    subprocess.run([*program, "db", "upgrade"], env=env, cwd=tmp_path, check=True, timeout=60)
+    health = [
+        sys.executable if word == "python" else word for word in _healthcheck_command(dockerfile)
+    ]
+
+    def healthy() -> bool:
+        return subprocess.run(health, env=env, capture_output=True, timeout=10).returncode == 0
+
+    assert not healthy(), "the health check passes with no server"
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen([*program, *cmd], env=env, cwd=tmp_path, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: server.poll() is not None or healthy(), timeout=60, what="healthy")
+        assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        server.send_signal(getattr(signal, stop_signal))
+        stop_timeout = Settings.model_fields["stop_timeout"].default
+        assert server.wait(timeout=stop_timeout) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
+    assert not healthy()

@@ -1,0 +1,1 @@
+"""The AWS CDK app's constructs for delivery-server (issue 12; docs/operations.md)."""
