@@ -7,13 +7,16 @@ nothing moves under their feet. Everything is asked through real HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import pymysql
 
 from delivery_server.api_tokens import TokenScope, mint_token
 from delivery_server.models import Job, JobStatus
@@ -37,7 +40,32 @@ class ApiRig:
     operate: str
     read: str
 
+    database_url: str
     sources: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+
+    async def sql(
+        self, statement: str, *params: Any, session: str | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on the test's MariaDB database (committed); its rows.
+        ``session``: a statement run before it on the same connection (a SET)."""
+        url = urlsplit(self.database_url)
+
+        def run() -> list[tuple[Any, ...]]:
+            conn = pymysql.connect(
+                host=url.hostname, port=url.port or 3306, user="root", database=url.path[1:]
+            )
+            try:
+                with conn.cursor() as cur:
+                    if session is not None:
+                        cur.execute(session)
+                    cur.execute(statement, params)
+                    rows = list(cur.fetchall())
+                conn.commit()
+                return rows
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.api_port}{path}"
@@ -114,7 +142,7 @@ async def api_rig(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncI
         operate = await new_token(store, "ops", TokenScope.OPERATE)
         read = await new_token(store, "viewer", TokenScope.READ)
         async with RunningServer(settings) as server, aiohttp.ClientSession() as client:
-            rig = ApiRig(server, store, client, operate, read)
+            rig = ApiRig(server, store, client, operate, read, database_url)
             try:
                 yield rig
             finally:
