@@ -45,6 +45,27 @@ ACTIVE_EMAIL_STATUSES = frozenset({EmailStatus.PENDING, EmailStatus.QUEUED, Emai
 TERMINAL_EMAIL_STATUSES = frozenset(set(EmailStatus) - ACTIVE_EMAIL_STATUSES)
 
 
+# What retention leaves of an email's address (``delivery_email.to_address`` is NOT NULL).
+ERASED_ADDRESS = ""
+
+
+class FailureKind(StrEnum):
+    """Why a ``failed`` email failed (``delivery_email.failure_kind``): what
+    ``restart-failed --transient-only`` goes by."""
+
+    PERMANENT = "permanent"  # a ``PermanentError``: it would fail the same way again
+    TRANSIENT = "transient"  # its attempts ran out on retryable errors: may work later
+
+
+@dataclass(frozen=True, slots=True)
+class JobPurge:
+    """What one retention pass did to one finished job's emails (``RetentionStore``)."""
+
+    job_id: int
+    erased: int  # emails whose address, variables and attachment refs were erased
+    complete: bool  # every email erased and ``purged_at`` set; False: a later pass goes on
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """One version of a template in one locale."""

@@ -24,6 +24,7 @@ from delivery_server.models import (
     EmailStatus,
     EventOutcome,
     Job,
+    JobPurge,
     JobStatus,
     JobSummary,
     NewEmail,
@@ -113,11 +114,18 @@ class PublisherStore(Protocol):
         ...
 
     async def restart_failed(
-        self, job_ids: Sequence[int] | None, include_unknown: bool = False
+        self,
+        job_ids: Sequence[int] | None,
+        include_unknown: bool = False,
+        *,
+        transient_only: bool = False,
+        error_contains: str | None = None,
     ) -> int:
         """Put failed (and, on request, unknown) emails back to ``pending`` with zero
         attempts and their jobs back to ``processing``; ``None`` means every job.
-        Return how many emails were restarted."""
+        ``transient_only`` leaves ``FailureKind.PERMANENT`` failures failed;
+        ``error_contains`` takes only emails whose ``last_error`` contains that text
+        (case-insensitive). Return how many emails were restarted."""
         ...
 
 
@@ -329,6 +337,28 @@ class ConsoleStore(Protocol):
         ...
 
 
+class RetentionStore(Protocol):
+    """What the retention pass (``db purge``, the server's daily pass) needs."""
+
+    async def purgeable_jobs(self, finished_before: datetime) -> list[int]:
+        """Completed, failed and cancelled jobs finished before ``finished_before`` whose
+        emails are not purged yet (``purged_at`` empty), oldest first."""
+        ...
+
+    async def purge_job(
+        self,
+        job_id: int,
+        finished_before: datetime,
+        batch_size: int,
+        keep_going: Callable[[], bool] | None = None,
+    ) -> JobPurge:
+        """Erase the addresses, variables and attachment refs of the job's emails,
+        ``batch_size`` rows per transaction, while the job is still finished before
+        ``finished_before`` (a restart stops it) and ``keep_going()`` says so; counts,
+        statuses, times and message ids stay. Set ``purged_at`` once every email is."""
+        ...
+
+
 class Store(
     PublisherStore,
     EmailStore,
@@ -338,6 +368,7 @@ class Store(
     TrackingStore,
     SuppressionStore,
     ConsoleStore,
+    RetentionStore,
     Protocol,
 ):
     """Everything the database does; one adapter implements it for MySQL and SQLite."""

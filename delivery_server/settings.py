@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # An upstream system's own job and email tables, mapped onto ours (DESIGN §11): a
     # TOML file, read and checked against the database when the store opens.
     schema_map: Path | None = None
+    # Finished jobs' personal data (addresses, variables, attachment refs) is erased this
+    # many days after they finished (``db purge``, and the publishers' daily pass).
+    retention_days: int = Field(default=90, ge=1, le=36_500)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -36,6 +36,7 @@ from delivery_server.ports import Queue, Sender, Store
 from delivery_server.publisher import Publisher
 from delivery_server.reconciler import Reconciler
 from delivery_server.renderer import Renderer
+from delivery_server.retention import Retention
 from delivery_server.sendgate import SendGate
 from delivery_server.settings import Settings
 from delivery_server.settlement import Settlements
@@ -170,6 +171,9 @@ async def serve(
                 )
                 tasks.create_task(publisher.run(stop))
                 tasks.create_task(reconciler.run(stop))
+                # Daily, beside the publisher: every fleet has one, tracker-only tasks none.
+                retention = Retention(store, days=settings.retention_days)
+                tasks.create_task(retention.run(stop))
             if role in ("all", "consumer"):
                 sink = events.sink if events is not None else None
                 tasks.create_task(

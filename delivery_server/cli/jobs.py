@@ -35,6 +35,7 @@ from delivery_server.ports import Store
 from delivery_server.settings import Settings
 
 MAX_ID = 2**63 - 1
+MAX_ERROR_TEXT = 1000  # longer than any last_error worth matching on
 # How many bad rows are listed on the terminal (all of them are in --json output).
 SHOWN_INVALID_ROWS = 20
 
@@ -125,6 +126,17 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also emails that may have been sent (could deliver twice)",
     )
+    restart.add_argument(
+        "--transient-only",
+        action="store_true",
+        help="leave permanent failures (invalid address, missing variable, rejected) failed",
+    )
+    restart.add_argument(
+        "--error",
+        type=error_text,
+        metavar="TEXT",
+        help="only emails whose last error contains TEXT (case-insensitive)",
+    )
     restart.set_defaults(handler=_restart_failed)
 
 
@@ -148,6 +160,15 @@ def mailbox(text: str) -> str:
 def job_name(text: str) -> str:
     if not text.strip() or len(text) > 255:
         raise argparse.ArgumentTypeError("a job name is 1 to 255 characters")
+    return text
+
+
+def error_text(text: str) -> str:
+    """An argparse type: the text ``restart-failed --error`` looks for in ``last_error``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give some text to look for in the last error")
+    if len(text) > MAX_ERROR_TEXT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_ERROR_TEXT} characters")
     return text
 
 
@@ -323,11 +344,19 @@ async def _restart_failed(args: argparse.Namespace) -> int:
     async with _store(args) as store:
         for job_id in args.jobs:
             await _job(store, job_id)
-        restarted = await store.restart_failed(args.jobs or None, args.include_unknown)
+        restarted = await store.restart_failed(
+            args.jobs or None,
+            args.include_unknown,
+            transient_only=args.transient_only,
+            error_contains=args.error,
+        )
     if args.json:
         cli_output.print_json({"restarted": restarted, "jobs": args.jobs or "all"})
         return EXIT_OK
     which = "every job" if args.all else "job " + ", ".join(str(j) for j in args.jobs)
     kinds = "failed and unknown" if args.include_unknown else "failed"
-    print(f"{restarted} {kinds} emails of {which} will be sent again")
+    if args.transient_only:
+        kinds = "transiently " + kinds
+    matching = "" if args.error is None else " matching the error text"
+    print(f"{restarted} {kinds} emails{matching} of {which} will be sent again")
     return EXIT_OK

@@ -12,7 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from delivery_server.adapters.store_sql.base import ACTIVE, LEASE_EXPIRED, Queries
 from delivery_server.adapters.store_sql.rows import job_from_row
 from delivery_server.adapters.store_sql.schema import JOB_STATUS_INDEX, email, job
-from delivery_server.models import EmailStatus, Job, JobStatus, QueueMessage, utcnow
+from delivery_server.models import (
+    ERASED_ADDRESS,
+    EmailStatus,
+    FailureKind,
+    Job,
+    JobStatus,
+    QueueMessage,
+    utcnow,
+)
 from delivery_server.ports import PublishFn
 
 # How stale the counts of a job in flight may get (``job_summary`` counts live).
@@ -179,12 +187,20 @@ class PublishingQueries(Queries):
         return await self._db.run(write)
 
     async def restart_failed(
-        self, job_ids: Sequence[int] | None, include_unknown: bool = False
+        self,
+        job_ids: Sequence[int] | None,
+        include_unknown: bool = False,
+        *,
+        transient_only: bool = False,
+        error_contains: str | None = None,
     ) -> int:
         """Put failed (and, on request, unknown) emails back to ``pending`` with zero
         attempts, and failed jobs that got emails back to ``processing``; ``None`` means
-        every job. Cancelled jobs are left alone; paused jobs stay paused. Return how
-        many emails were restarted."""
+        every job. Cancelled jobs are left alone; paused jobs stay paused; purged emails
+        (retention erased their address) stay as they are. ``transient_only`` leaves
+        permanent failures failed; ``error_contains`` takes only emails whose
+        ``last_error`` contains it (``%`` and ``_`` match themselves). Return how many
+        emails were restarted."""
         if job_ids is not None and not job_ids:
             return 0
         statuses = [EmailStatus.FAILED]
@@ -193,7 +209,12 @@ class PublishingQueries(Queries):
 
         async def work(conn: AsyncConnection) -> int:
             now = utcnow()
-            emails = [email.c.status.in_(statuses), _job_is(*RESTARTABLE_JOBS)]
+            emails = [
+                email.c.status.in_(statuses),
+                _job_is(*RESTARTABLE_JOBS),
+                email.c.to_address != ERASED_ADDRESS,
+                *_restart_filters(transient_only, error_contains),
+            ]
             jobs = [job.c.status == JobStatus.FAILED]
             if job_ids is not None:
                 emails.append(email.c.job_id.in_(job_ids))
@@ -205,6 +226,7 @@ class PublishingQueries(Queries):
                     status=EmailStatus.PENDING,
                     attempts=0,
                     last_error=None,
+                    failure_kind=None,
                     lease_until=None,
                     updated_at=now,
                 )
@@ -293,6 +315,24 @@ class PublishingQueries(Queries):
             return int(row[0]), int(row[1])
 
         return await self._db.run(read, write=False)
+
+
+def _restart_filters(
+    transient_only: bool, error_contains: str | None
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions ``restart-failed --transient-only / --error TEXT`` add."""
+    filters: list[sa.ColumnElement[bool]] = []
+    if transient_only:
+        # NULL is "not known to be permanent": unknown emails, and failures recorded
+        # before the kind was (r0006 classified those it could).
+        filters.append(
+            sa.or_(email.c.failure_kind.is_(None), email.c.failure_kind != FailureKind.PERMANENT)
+        )
+    if error_contains is not None:
+        # LIKE with the text's own % and _ escaped; case-insensitive on both databases
+        # (MariaDB's collation, SQLite's ASCII LIKE).
+        filters.append(email.c.last_error.contains(error_contains, autoescape=True))
+    return filters
 
 
 async def _processing_jobs(conn: AsyncConnection) -> list[tuple[Job, bool]]:

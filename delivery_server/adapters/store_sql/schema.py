@@ -132,6 +132,9 @@ email = sa.Table(
     sa.Column("clicked_at", Timestamp, nullable=True),
     # The template version that rendered it (the job's pinned one).
     sa.Column("template_version", sa.Integer(), nullable=True),
+    # Why a failed email failed: ``permanent`` or ``transient`` (``models.FailureKind``);
+    # NULL when not failed, or failed before r0006 without a PermanentError.
+    sa.Column("failure_kind", sa.String(16), nullable=True),
     # Publishing pages (job, pending, by id), per-job counts, and the job summary.
     sa.Index(JOB_STATUS_INDEX, "job_id", "status", "id"),
     # The reconciler: stale queued emails and expired sending leases.

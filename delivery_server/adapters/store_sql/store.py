@@ -9,6 +9,7 @@ from delivery_server.adapters.store_sql.engine import create_engine
 from delivery_server.adapters.store_sql.instances import InstanceQueries
 from delivery_server.adapters.store_sql.listing import ListingQueries
 from delivery_server.adapters.store_sql.publishing import PublishingQueries
+from delivery_server.adapters.store_sql.retention import RetentionQueries
 from delivery_server.adapters.store_sql.suppressions import SuppressionQueries
 from delivery_server.adapters.store_sql.tokens import TokenQueries
 from delivery_server.adapters.store_sql.tracking import TrackingQueries
@@ -23,6 +24,7 @@ class SqlStore(
     SuppressionQueries,
     ListingQueries,
     TokenQueries,
+    RetentionQueries,
 ):
     """Everything the database does (``ports.Store``), over one connection pool.
 
