@@ -4,6 +4,7 @@ least privilege refuses in them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from typing import Any
 
 from aws_cdk.assertions import Template
@@ -38,7 +39,8 @@ def least_privilege_breaches(template: Template) -> list[str]:
                 breaches.append(f"{policy}: wildcard action {action}")
         if "*" in resources and not set(actions) <= STAR_RESOURCE_ACTIONS:
             breaches.append(f"{policy}: Resource * for {sorted(actions)}")
-        if set(actions) & SEND_ACTIONS or any(a.startswith("ses:Send") for a in actions):
+        # "ses:*", "ses:Send*" and "*" grant a send as much as "ses:SendEmail" does.
+        if any(fnmatchcase(send, action) for send in SEND_ACTIONS for action in actions):
             condition = statement.get("Condition", {}).get("StringEquals", {})
             if not condition.get("ses:FromAddress"):
                 breaches.append(f"{policy}: {sorted(actions)} without ses:FromAddress")
