@@ -112,6 +112,18 @@ async def test_actions_and_their_audit_trail(mariadb_url: str, tmp_path: Path) -
         await rig.sql(
             "UPDATE delivery_email SET status = 'failed', attempts = 3 WHERE job_id = %s", job.id
         )
+        await rig.sql(
+            "UPDATE delivery_email SET failure_kind = 'permanent' WHERE job_id = %s LIMIT 1",
+            job.id,
+        )
+        transient = await rig.post(
+            f"/api/v1/jobs/{job.id}/restart-failed", json={"transient_only": True}
+        )
+        assert transient.status == 200, transient.body
+        assert transient.body["emails"] == 2  # the permanent failure stays failed
+        await rig.sql(
+            "UPDATE delivery_email SET status = 'failed', attempts = 3 WHERE job_id = %s", job.id
+        )
         restarted = await rig.post(
             f"/api/v1/jobs/{job.id}/restart-failed", json={"include_unknown": True}
         )
@@ -140,6 +152,7 @@ async def test_actions_and_their_audit_trail(mariadb_url: str, tmp_path: Path) -
             ("job.pause", "ok"),
             ("job.pause", "ok"),
             ("job.restart-failed", "ok"),
+            ("job.restart-failed", "ok"),
             ("job.restart-failed", "invalid"),
             ("job.cancel", "ok"),
             ("job.resume", "conflict"),
@@ -152,7 +165,7 @@ async def test_actions_and_their_audit_trail(mariadb_url: str, tmp_path: Path) -
         first = (await rig.get("/api/v1/audit?limit=2")).body
         assert len(first["entries"]) == 2
         rest = (await rig.get(f"/api/v1/audit?before={first['next_before']}&limit=1000")).body
-        assert len(rest["entries"]) == 7  # the 404 pause of job 424242 too
+        assert len(rest["entries"]) == 8  # the 404 pause of job 424242 too
         assert rest["next_before"] is None
 
 

@@ -113,8 +113,12 @@ async def restart_failed(call: Call) -> JobAction:
     job_id = _job_id(call)
     body: RestartRequest = call.body
     await call.store.job(job_id)  # a NotFoundError for a job that does not exist
-    restarted = await call.store.restart_failed([job_id], include_unknown=body.include_unknown)
+    restarted = await call.store.restart_failed(
+        [job_id], include_unknown=body.include_unknown, transient_only=body.transient_only
+    )
     kinds = "failed and unknown" if body.include_unknown else "failed"
+    if body.transient_only:
+        kinds += " (transient only)"
     call.detail = f"{restarted} {kinds} emails restarted"
     job: Job = await call.store.job(job_id)
     return JobAction(job=JobOut.of(job), changed=restarted > 0, emails=restarted)

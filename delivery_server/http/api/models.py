@@ -147,6 +147,10 @@ class RestartRequest(Request):
     include_unknown: bool = Field(
         default=False, description="also emails that may have been sent (could deliver twice)"
     )
+    transient_only: bool = Field(
+        default=False,
+        description="leave failed the emails that failed permanently (they would fail again)",
+    )
 
 
 class JobForm(Request):
