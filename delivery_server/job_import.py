@@ -45,6 +45,7 @@ class JobRequest:
     draft: bool = False
     strict: bool = False
     unsubscribe: bool = False  # one-click unsubscribe headers (RFC 8058) on its emails
+    send_by: datetime | None = None  # emails not sent by then expire
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ async def create_job_from_file(
             reply_to=request.reply_to,
             scheduled_at=request.scheduled_at,
             unsubscribe=request.unsubscribe,
+            send_by=request.send_by,
         )
         await _import(store, report.job.id, first, batches, report, on_progress)
         if not request.draft:

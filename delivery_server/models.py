@@ -38,6 +38,7 @@ class EmailStatus(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not sent by its job's ``send_by``: never sent late, not an attempt
     UNKNOWN = "unknown"
 
 
@@ -180,6 +181,14 @@ class Job:
     failed_count: int = 0
     paused_reason: str | None = None  # who or what paused it (the brake names its rates)
     unsubscribe: bool = False  # its emails carry one-click unsubscribe headers (RFC 8058)
+    # The template version its emails render with, pinned when it starts (``as_of`` in
+    # ``EmailStore.template``); None until then.
+    template_version: int | None = None
+    send_by: datetime | None = None  # emails not sent by then become ``expired``
+
+    def deadline_passed(self, now: datetime) -> bool:
+        """Whether it is too late to send its emails (``send_by`` has come)."""
+        return self.send_by is not None and now >= self.send_by
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +237,7 @@ class ClaimOutcome(StrEnum):
     JOB_INACTIVE = "job_inactive"  # cancelled/finished job: drop the message
     MISSING = "missing"  # no such email: drop the message
     SUPPRESSED = "suppressed"  # its address is on the suppression list: now final, drop
+    EXPIRED = "expired"  # its job's send_by has passed: now final (not an attempt), drop
 
 
 @dataclass(frozen=True, slots=True)

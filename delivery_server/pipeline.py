@@ -2,9 +2,13 @@
 
 Every path ends in exactly one settlement of the message, through its ``Settlement``
 (delete it, or hide it for a retry, or make it visible again; handed back if a path
-ends without one), and of the email row (sent, queued again, failed, unknown). The
-email row is written first: a message must not come back before its email is
+ends without one), and of the email row (sent, queued again, failed, unknown, expired).
+The email row is written first: a message must not come back before its email is
 ``queued`` again. The core decides from the error class alone (``retry.decide``).
+
+An email renders with its job's pinned template version (``renderer.TemplateCache``)
+and records that version with its outcome. Its job's ``send_by`` is checked at the
+claim and again just before the send: an email is never sent after it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from delivery_server.models import (
     utcnow,
 )
 from delivery_server.ports import AttachmentLoader, EmailStore, Sender
-from delivery_server.renderer import Renderer
+from delivery_server.renderer import Renderer, TemplateCache
 from delivery_server.retry import Action, compute_backoff, decide, retry_until
 from delivery_server.sendgate import SendGate
 from delivery_server.settlement import Settlement, Settlements
@@ -45,7 +49,6 @@ from delivery_server.suppression import UnsubscribeLinks
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_LOCALE = "en"
 # How long a message of a paused job stays hidden before it is looked at again.
 PAUSED_JOB_RECHECK_SECONDS = 60
 # How long a message waits after its claim could not reach the database.
@@ -53,7 +56,6 @@ CLAIM_RETRY_SECONDS = 5
 # A write that settles an email is retried from 0.2 s, doubling, up to 5 s apart.
 RECORD_RETRY_BASE = 0.2
 RECORD_RETRY_CAP = 5.0
-_TEMPLATE_TTL = 30.0
 _MAX_ERROR_CHARS = 1000
 
 
@@ -69,34 +71,6 @@ class PipelinePolicy:
 class _Stage(Enum):
     PREPARING = 1  # nothing has left the process: safe to hand back
     SENDING = 2  # the provider may have the email: never resend blindly
-
-
-class TemplateCache:
-    """Latest template per (name, locale), refreshed every ``ttl`` seconds so that a new
-    version is picked up without a query per email."""
-
-    def __init__(self, store: EmailStore, ttl: float = _TEMPLATE_TTL) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._entries: dict[tuple[str, str], tuple[float, Template | None]] = {}
-
-    async def get(self, name: str, locale: str) -> Template | None:
-        key = (name, locale)
-        hit = self._entries.get(key)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        template = await self._store.template(name, locale)
-        self._entries[key] = (now, template)
-        return template
-
-    async def resolve(self, name: str, locale: str | None) -> Template:
-        """The email's locale, else the default locale; missing everywhere is permanent."""
-        for candidate in dict.fromkeys((locale or DEFAULT_LOCALE, DEFAULT_LOCALE)):
-            template = await self.get(name, candidate)
-            if template is not None:
-                return template
-        raise PermanentError(f"template {name!r} does not exist")
 
 
 class Pipeline:
@@ -165,6 +139,11 @@ class Pipeline:
             bound.info("email_suppressed")
             await settlement.delete()
             return
+        if result.outcome is ClaimOutcome.EXPIRED:
+            # Its job's send_by has passed: the store made it final (not an attempt).
+            bound.info("email_expired")
+            await settlement.delete()
+            return
         if result.claimed is None:
             bound.debug("claim_lost", outcome=result.outcome.value)
             await settlement.delete()
@@ -182,32 +161,48 @@ class Pipeline:
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
         stage = _Stage.PREPARING
-        email_id = claimed.email.id
+        email, job = claimed.email, claimed.job
+        rendered_with: int | None = None  # the template version, once there is one
+        provider_id: str | None = None
         try:
-            outgoing = await self._prepare(claimed)
+            template = await self._templates.resolve(
+                job.template_name, email.locale, job.template_version
+            )
+            rendered_with = template.version
+            outgoing = await self._prepare(claimed, template)
             await self._gate.wait_for_token()
-            stage = _Stage.SENDING
-            started = time.perf_counter()
-            try:
-                provider_id = await self._sender.send(outgoing)
-            finally:
-                self._metrics.send_duration.observe(time.perf_counter() - started)
+            # The send rate or a slow attachment may have held it past its job's send_by.
+            if not job.deadline_passed(utcnow()):
+                stage = _Stage.SENDING
+                provider_id = await self._send(outgoing)
         except asyncio.CancelledError:
-            await self._settle_cancelled(email_id, settlement, stage, bound)
+            await self._settle_cancelled(email.id, settlement, stage, bound, rendered_with)
             raise
         except Exception as exc:  # every failure is settled by class (retry.decide)
-            await self._settle_failure(claimed, settlement, exc, bound)
+            await self._settle_failure(claimed, settlement, exc, bound, rendered_with)
             return
-        await self._record(lambda: self._store.mark_sent(email_id, provider_id, utcnow()), bound)
+        if provider_id is None:
+            await self._settle_expired(email.id, settlement, bound)
+            return
+        sent = provider_id
+        await self._record(
+            lambda: self._store.mark_sent(email.id, sent, utcnow(), rendered_with), bound
+        )
         self._gate.on_success()
         self._metrics.emails_sent.inc()
         self._metrics.send_attempts.labels(outcome="sent").inc()
         bound.debug("email_sent", attempt=claimed.email.attempts)
         await settlement.delete()
 
-    async def _prepare(self, claimed: ClaimedEmail) -> CheckedEmail:
+    async def _send(self, outgoing: CheckedEmail) -> str:
+        started = time.perf_counter()
+        try:
+            return await self._sender.send(outgoing)
+        finally:
+            self._metrics.send_duration.observe(time.perf_counter() - started)
+
+    async def _prepare(self, claimed: ClaimedEmail, template: Template) -> CheckedEmail:
         email, job = claimed.email, claimed.job
-        template = await self._templates.resolve(job.template_name, email.locale)
         content = self._renderer.render(template, email.variables)
         attachments = tuple(
             await asyncio.gather(*(self._attachments.load(ref) for ref in email.attachments))
@@ -245,6 +240,7 @@ class Pipeline:
         settlement: Settlement,
         exc: Exception,
         bound: structlog.typing.FilteringBoundLogger,
+        rendered_with: int | None,
     ) -> None:
         email_id = claimed.email.id
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
@@ -283,7 +279,8 @@ class Pipeline:
                 self._metrics.send_attempts.labels(outcome="throttled").inc()
         elif decision.action is Action.UNKNOWN:
             await self._record(
-                lambda: self._store.mark_final(email_id, EmailStatus.UNKNOWN, error), bound
+                lambda: self._store.mark_final(email_id, EmailStatus.UNKNOWN, error, rendered_with),
+                bound,
             )
             await settlement.delete()
             self._metrics.emails_unknown.inc()
@@ -291,12 +288,23 @@ class Pipeline:
             bound.warning("email_unknown", error=type(exc).__name__)
         else:
             await self._record(
-                lambda: self._store.mark_final(email_id, EmailStatus.FAILED, error), bound
+                lambda: self._store.mark_final(email_id, EmailStatus.FAILED, error, rendered_with),
+                bound,
             )
             await settlement.delete()
             self._metrics.emails_failed.inc()
             self._metrics.send_attempts.labels(outcome="failed").inc()
             bound.info("email_failed", attempt=claimed.email.attempts, error=type(exc).__name__)
+
+    async def _settle_expired(
+        self, email_id: int, settlement: Settlement, bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Its job's send_by came before it could be sent: final, and not an attempt."""
+        await self._record(
+            lambda: self._store.mark_final(email_id, EmailStatus.EXPIRED, None), bound
+        )
+        await settlement.delete()
+        bound.info("email_expired")
 
     async def _settle_cancelled(
         self,
@@ -304,6 +312,7 @@ class Pipeline:
         settlement: Settlement,
         stage: _Stage,
         bound: structlog.typing.FilteringBoundLogger,
+        rendered_with: int | None,
     ) -> None:
         """Shutdown passed its grace period while this email was in hand."""
         try:
@@ -312,7 +321,7 @@ class Pipeline:
                 await settlement.hand_back()
             else:
                 await self._store.mark_final(
-                    email_id, EmailStatus.UNKNOWN, "send interrupted by shutdown"
+                    email_id, EmailStatus.UNKNOWN, "send interrupted by shutdown", rendered_with
                 )
                 await settlement.delete()
                 self._metrics.emails_unknown.inc()

@@ -97,7 +97,9 @@ class PublisherStore(Protocol):
     """What the publisher and the job settler need from the database."""
 
     async def due_jobs(self, now: datetime) -> list[Job]:
-        """Jobs in ``processing`` whose ``scheduled_at`` is empty or has passed."""
+        """Jobs in ``processing`` whose ``scheduled_at`` is empty or has passed. A job
+        picked up for the first time starts: ``started_at`` is set and its template
+        version pinned (the highest version of its template, any locale)."""
         ...
 
     async def publish_pending(self, job_id: int, limit: int, publish: PublishFn) -> int:
@@ -108,9 +110,11 @@ class PublisherStore(Protocol):
         ...
 
     async def settle_jobs(self, now: datetime) -> list[Job]:
-        """Refresh the counts of processing jobs and finish those whose emails are all
-        terminal (``completed``, or ``failed`` when any email failed or is unknown).
-        Return the jobs that finished."""
+        """Expire the unsent (pending, queued) emails of processing jobs whose
+        ``send_by`` has passed, refresh the counts of processing jobs and finish those
+        whose emails are all terminal (``completed``, or ``failed`` when any email
+        failed or is unknown; expired ones are no failure). Return the jobs that
+        finished."""
         ...
 
     async def restart_failed(
@@ -137,12 +141,19 @@ class EmailStore(Protocol):
         add one attempt and a lease. Exactly one concurrent caller wins."""
         ...
 
-    async def template(self, name: str, locale: str) -> Template | None:
-        """The highest version of a template in a locale."""
+    async def template(self, name: str, locale: str, as_of: int | None = None) -> Template | None:
+        """The highest version of a template in a locale; with ``as_of``, the highest
+        at or below it (what a job pinned at that version renders)."""
         ...
 
-    async def mark_sent(self, email_id: int, provider_message_id: str, sent_at: datetime) -> None:
-        """Record a confirmed send."""
+    async def mark_sent(
+        self,
+        email_id: int,
+        provider_message_id: str,
+        sent_at: datetime,
+        template_version: int | None = None,
+    ) -> None:
+        """Record a confirmed send, and the template version that rendered it."""
         ...
 
     async def mark_retry(self, email_id: int, error: str | None, count_attempt: bool) -> None:
@@ -150,8 +161,16 @@ class EmailStore(Protocol):
         attempt back (throttling, paused account, shutdown before sending)."""
         ...
 
-    async def mark_final(self, email_id: int, status: EmailStatus, error: str | None) -> None:
-        """Settle a claimed email as ``failed``, ``unknown`` or ``suppressed``."""
+    async def mark_final(
+        self,
+        email_id: int,
+        status: EmailStatus,
+        error: str | None,
+        template_version: int | None = None,
+    ) -> None:
+        """Settle a claimed email as ``failed``, ``unknown`` or ``suppressed``, or as
+        ``expired`` (its attempt given back: it never went out); ``template_version``
+        is the version that rendered it, when it got that far."""
         ...
 
 
@@ -188,8 +207,10 @@ class AdminStore(Protocol):
         reply_to: str | None = None,
         scheduled_at: datetime | None = None,
         unsubscribe: bool = False,
+        send_by: datetime | None = None,
     ) -> Job:
-        """Create a job in ``draft`` (``unsubscribe``: its emails carry one-click links)."""
+        """Create a job in ``draft`` (``unsubscribe``: its emails carry one-click links;
+        ``send_by``: emails not sent by then become ``expired``)."""
         ...
 
     async def add_emails(self, job_id: int, emails: Iterable[NewEmail]) -> int:

@@ -1,4 +1,5 @@
-"""Jinja2 rendering: sandboxed, strict, autoescaped HTML, compiled templates cached.
+"""Jinja2 rendering: sandboxed, strict, autoescaped HTML, compiled templates cached; and
+which template version an email renders with.
 
 A template row is immutable (a change is a new version), so a compiled template is keyed by
 (name, locale, version) and kept for the life of the process.
@@ -6,6 +7,7 @@ A template row is immutable (a change is a new version), so a compiled template 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +18,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from delivery_server.errors import PermanentError
 from delivery_server.models import Template
+from delivery_server.ports import EmailStore
 
 _MAX_CACHED = 512
+DEFAULT_LOCALE = "en"
+TEMPLATE_TTL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +120,51 @@ class Renderer:
         if "\r" in subject or "\n" in subject:
             raise PermanentError(f"template {template.name!r}: subject contains a line break")
         return RenderedContent(subject=subject, text_body=text_body, html_body=html_body)
+
+
+class TemplateCache:
+    """The template an email renders with, per (name, locale, pinned version), looked up
+    again every ``ttl`` seconds rather than once per email.
+
+    A job is pinned to a version when it starts (``Job.template_version``): it gets, in
+    each locale, the newest version at or below its pin, which no later push changes
+    (later versions are numbered above it). A job not pinned (started before pinning
+    existed, or before its template had a version) gets the latest, picked up within
+    ``ttl`` of a push.
+    """
+
+    def __init__(
+        self, store: EmailStore, ttl: float = TEMPLATE_TTL, max_entries: int = _MAX_CACHED
+    ) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[tuple[str, str, int | None], tuple[float, Template | None]] = {}
+
+    async def get(self, name: str, locale: str, as_of: int | None = None) -> Template | None:
+        key = (name, locale, as_of)
+        hit = self._entries.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        template = await self._store.template(name, locale, as_of)
+        if hit is None and len(self._entries) >= self._max_entries:
+            # Pins of jobs long finished are the oldest entries: drop the oldest.
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (now, template)
+        return template
+
+    async def resolve(self, name: str, locale: str | None, as_of: int | None = None) -> Template:
+        """The email's locale, else the default locale (each at or below ``as_of`` when
+        the job is pinned); missing everywhere is permanent."""
+        candidates = tuple(dict.fromkeys((locale or DEFAULT_LOCALE, DEFAULT_LOCALE)))
+        for candidate in candidates:
+            template = await self.get(name, candidate, as_of)
+            if template is not None:
+                return template
+        if as_of is not None:
+            raise PermanentError(
+                f"template {name!r} has no version at or below {as_of} (the job's pinned "
+                f"version) in locale {' or '.join(repr(c) for c in candidates)}"
+            )
+        raise PermanentError(f"template {name!r} does not exist")

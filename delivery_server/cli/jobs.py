@@ -30,7 +30,7 @@ from delivery_server.errors import (
 )
 from delivery_server.job_import import ImportReport, JobRequest, create_job_from_file
 from delivery_server.mime import check_header, validate_address
-from delivery_server.models import Job, JobStatus
+from delivery_server.models import Job, JobStatus, utcnow
 from delivery_server.ports import Store
 from delivery_server.settings import Settings
 
@@ -75,6 +75,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         type=iso_datetime,
         metavar="ISO8601",
         help="not before this time (no zone: UTC)",
+    )
+    create.add_argument(
+        "--send-by",
+        type=iso_datetime,
+        metavar="ISO8601",
+        help="emails not sent by this time are not sent at all: they expire (no zone: UTC)",
     )
     create.add_argument(
         "--draft", action="store_true", help="leave the job in draft (start it with 'jobs resume')"
@@ -220,7 +226,19 @@ async def _job(store: Store, job_id: int) -> Job:
         raise NotFoundError(f"job {job_id} does not exist") from None
 
 
+def _check_send_by(send_by: datetime | None, schedule_at: datetime | None) -> None:
+    """A deadline that has passed, or comes before the job may start, would expire every
+    email of the job: refused before anything is written."""
+    if send_by is None:
+        return
+    if send_by <= utcnow():
+        raise UsageError(f"--send-by {send_by:%Y-%m-%d %H:%M:%S} UTC is in the past")
+    if schedule_at is not None and send_by <= schedule_at:
+        raise UsageError("--send-by must be later than --schedule-at")
+
+
 async def _create(args: argparse.Namespace) -> int:
+    _check_send_by(args.send_by, args.schedule_at)
     if args.unsubscribe:
         _check_unsubscribe_links(settings_for(args))
     request = JobRequest(
@@ -233,6 +251,7 @@ async def _create(args: argparse.Namespace) -> int:
         draft=args.draft,
         strict=args.strict,
         unsubscribe=args.unsubscribe,
+        send_by=args.send_by,
     )
     err = Console(stderr=True)
     async with _store(args) as store:

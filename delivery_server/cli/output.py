@@ -71,6 +71,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "failed_count": job.failed_count,
         "paused_reason": job.paused_reason,
         "unsubscribe": job.unsubscribe,
+        "template_version": job.template_version,
+        "send_by": _time(job.send_by),
     }
 
 
@@ -113,6 +115,8 @@ def import_line(report: ImportReport) -> str:
         f", {plural(report.invalid_count, 'invalid row')} skipped" if report.invalid_count else ""
     )
     when = f", not before {job.scheduled_at:%Y-%m-%d %H:%M:%S} UTC" if job.scheduled_at else ""
+    if job.send_by:
+        when += f", not after {job.send_by:%Y-%m-%d %H:%M:%S} UTC"
     return (
         f"job {job.id} ({job.name}): {plural(report.imported, 'email')} imported{skipped}; "
         f"status {job.status}{when}"
@@ -157,7 +161,8 @@ def print_summary(console: Console, summary: JobSummary) -> None:
     about.add_column()
     about.add_row("job", Text(f"{job.id}  {job.name}"))
     about.add_row("status", _status(job.status))
-    about.add_row("template", Text(job.template_name))
+    pinned = f" (version {job.template_version})" if job.template_version else ""
+    about.add_row("template", Text(job.template_name + pinned))
     about.add_row("from", Text(job.from_address))
     if job.reply_to:
         about.add_row("reply to", Text(job.reply_to))
@@ -171,6 +176,9 @@ def print_summary(console: Console, summary: JobSummary) -> None:
     ):
         if value is not None:
             about.add_row(label, f"{value:%Y-%m-%d %H:%M:%S} UTC")
+    if job.send_by is not None:
+        expired = summary.counts.get(EmailStatus.EXPIRED, 0)
+        about.add_row("send by", f"{job.send_by:%Y-%m-%d %H:%M:%S} UTC ({expired:,} expired)")
     console.print(about)
     console.print(_counts_table("emails", "status", all_counts(summary)))
     if any(summary.delivery_counts.values()):
@@ -197,9 +205,11 @@ def _counts_table(title: str, column: str, counts: dict[str, int]) -> Table:
 def summary_line(summary: JobSummary) -> str:
     """One line: what became of a job, how long it took and how fast it went."""
     job, counts = summary.job, all_counts(summary)
+    # Expired emails are named only when there are some: most jobs have no deadline.
+    expired = f", {counts['expired']:,} expired" if counts["expired"] else ""
     line = (
         f"job {job.id} {job.status}: {counts['sent']:,} sent, {counts['failed']:,} failed, "
-        f"{counts['unknown']:,} unknown of {sum(counts.values()):,}"
+        f"{counts['unknown']:,} unknown{expired} of {sum(counts.values()):,}"
     )
     if job.started_at is not None:
         seconds = ((job.finished_at or utcnow()) - job.started_at).total_seconds()

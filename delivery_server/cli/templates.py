@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from delivery_server.cli._common import EXIT_OK, admin_logging, settings_for
+from delivery_server.cli._common import EXIT_OK, admin_logging, positive_int, settings_for
 from delivery_server.cli.output import print_json
 from delivery_server.errors import NotFoundError
 from delivery_server.models import Template
@@ -47,7 +48,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     listing.set_defaults(handler=_list)
 
     render = sub.add_parser(
-        "render", parents=[common], help="render the latest version with given variables"
+        "render",
+        parents=[common],
+        help="render the latest version (or --version V) with given variables",
     )
     render.add_argument("name", metavar="NAME")
     render.add_argument(
@@ -58,6 +61,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="variables as a JSON object, or @file.json",
     )
     render.add_argument("--locale", default="en", metavar="L", help="default: en")
+    render.add_argument(
+        "--version",
+        type=positive_int(2**31 - 1),
+        metavar="V",
+        help="the version a job pinned at V renders: V itself, or the locale's newest "
+        "below it (jobs show gives a job's version; versions count across locales)",
+    )
     render.set_defaults(handler=_render)
 
 
@@ -125,16 +135,27 @@ async def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def latest_template(store: Store, name: str, locale: str) -> Template:
-    """The latest version in ``locale``, or a ``NotFoundError`` that says what exists."""
-    template = await store.template(name, locale)
+async def latest_template(
+    store: Store, name: str, locale: str, as_of: int | None = None
+) -> Template:
+    """The latest version in ``locale`` (at or below ``as_of`` when given), or a
+    ``NotFoundError`` that says what exists."""
+    template = await store.template(name, locale, as_of)
     if template is not None:
         return template
-    locales = sorted(t.locale for t in await store.templates() if t.name == name)
-    if not locales:
+    latest = [t for t in await store.templates() if t.name == name]
+    if not latest:
         raise NotFoundError(f"template {name!r} does not exist")
+    locales = sorted(t.locale for t in latest)
+    if locale not in locales:
+        raise NotFoundError(
+            f"template {name!r} has no locale {locale!r} (it has: {', '.join(locales)})"
+        )
+    # The locale exists, only not as early as ``as_of``.
+    first = await store.template(name, locale, None)
     raise NotFoundError(
-        f"template {name!r} has no locale {locale!r} (it has: {', '.join(locales)})"
+        f"template {name!r} ({locale}) has no version at or below {as_of} "
+        f"(its latest is {first.version if first else '?'})"
     )
 
 
@@ -144,10 +165,16 @@ async def _render(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     admin_logging(settings)
     async with open_store(settings) as store:
-        template = await latest_template(store, args.name, args.locale)
+        template = await latest_template(store, args.name, args.locale, args.version)
     # A missing variable is a PermanentError: "template 'statement': 'balance' is undefined".
     rendered = Renderer(settings.max_rendered_bytes).render(template, args.vars)
     print(f"Subject: {rendered.subject}")
+    if args.version is not None and template.version != args.version:
+        # Versions count across locales: V may be another locale's push.
+        sys.stderr.write(
+            f"version {args.version} is not a version of {template.locale}: "
+            f"v{template.version} is the newest below it\n"
+        )
     print(f"\n--- text ({template.name} {template.locale} v{template.version}) ---")
     print(rendered.text_body.rstrip("\n"))
     if rendered.html_body is not None:

@@ -3,14 +3,15 @@
 Every test email has its own recipient address, so "received" is counted per address:
 
 * ``lost``: not received, and the database does not flag it (neither ``failed``,
-  ``unknown``, ``suppressed`` nor ``cancelled``): an email that should have gone out and
-  silently did not. Must be 0.
+  ``unknown``, ``suppressed``, ``cancelled`` nor ``expired``): an email that should have
+  gone out and silently did not. Must be 0.
 * ``duplicated``: received more than once, except where an ``unknown`` email was resent on
   an operator's word (``restart-failed --include-unknown``): those extra copies are
   ``resent_unknown``, the price of the uncertain window, counted apart. Must be 0.
 * ``unexpected``: received, but no email of the job has that address.
 * status mismatches: ``sent`` in the database but never received; received but the
-  database says ``failed``/``pending``/``queued``/``sending``/``cancelled``; and the job's
+  database says ``failed``/``pending``/``queued``/``sending``/``cancelled``/``expired``
+  (an email is never sent after its job's send_by); and the job's
   own status and counts against its emails.
 * ``unknown``: emails that became ``unknown`` during the scenario; never more than the
   sends in flight at the faults (``in_flight``), and each one of them when the scenario
@@ -37,8 +38,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.harness import moto_sent
 
-FLAGGED = frozenset({"failed", "unknown", "suppressed", "cancelled"})
-NOT_SENT = frozenset({"failed", "pending", "queued", "sending", "cancelled", "suppressed"})
+FLAGGED = frozenset({"failed", "unknown", "suppressed", "cancelled", "expired"})
+NOT_SENT = frozenset(
+    {"failed", "pending", "queued", "sending", "cancelled", "suppressed", "expired"}
+)
 EMAIL_STATUSES = (
     "pending",
     "queued",
@@ -47,6 +50,7 @@ EMAIL_STATUSES = (
     "failed",
     "suppressed",
     "cancelled",
+    "expired",
     "unknown",
 )
 _SHOWN = 10  # addresses listed per problem in a failure message

@@ -81,6 +81,7 @@ def test_metrics_gauges_are_compared_with_the_database() -> None:
             ("failed", 1),
             ("suppressed", 0),
             ("cancelled", 0),
+            ("expired", 0),
             ("unknown", 0),
         )
     )

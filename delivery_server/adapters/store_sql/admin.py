@@ -39,8 +39,10 @@ class AdminQueries(Queries):
     """Templates, jobs and their emails, as an operator or upstream system sees them."""
 
     async def add_template(self, template_: Template) -> Template:
-        """Store a new version of a template: version 0 means highest + 1. Return it as
-        stored; a version that already exists is a ``ConflictError``."""
+        """Store a new version of a template: version 0 means highest + 1, the highest
+        of the name in any locale (so that a push, in any locale, comes after every
+        version a running job may be pinned to: ``template_pins``). Return it as stored;
+        a version that already exists is a ``ConflictError``."""
         for _ in range(VERSION_ATTEMPTS):
             try:
                 return await self._db.run(lambda conn: _insert_template(conn, template_))
@@ -61,8 +63,9 @@ class AdminQueries(Queries):
         reply_to: str | None = None,
         scheduled_at: datetime | None = None,
         unsubscribe: bool = False,
+        send_by: datetime | None = None,
     ) -> Job:
-        """Create a job in ``draft``."""
+        """Create a job in ``draft`` (``send_by``: emails not sent by then expire)."""
         values: dict[str, Any] = {
             "name": name,
             "status": JobStatus.DRAFT,
@@ -71,6 +74,7 @@ class AdminQueries(Queries):
             "reply_to": reply_to,
             "scheduled_at": scheduled_at,
             "unsubscribe": unsubscribe,
+            "send_by": send_by,
             "created_at": utcnow(),
             "total_count": 0,
             "sent_count": 0,
@@ -297,9 +301,7 @@ async def _insert_template(conn: AsyncConnection, new: Template) -> Template:
     version = new.version
     if not version:
         highest = await conn.scalar(
-            sa.select(sa.func.max(template.c.version)).where(
-                template.c.name == new.name, template.c.locale == new.locale
-            )
+            sa.select(sa.func.max(template.c.version)).where(template.c.name == new.name)
         )
         version = (highest or 0) + 1
     values: dict[str, Any] = {

@@ -11,24 +11,34 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from delivery_server.adapters.store_sql.base import Queries, clip_error
+from delivery_server.adapters.store_sql.email_statements import (
+    CLAIM_MANY,
+    CLAIM_STATES,
+    CLAIMED_ROWS,
+    EXPIRE_QUEUED,
+    FINAL_STATUSES,
+    LOCK_QUEUED,
+    MARK_EXPIRED,
+    MARK_FINAL,
+    MARK_RETRY,
+    RELEASE_UNCONFIRMED_CLAIMS,
+)
 from delivery_server.adapters.store_sql.rows import (
     JOB_JSON,
     email_from_row,
     job_from_json,
-    job_json_of_email,
     template_from_row,
 )
-from delivery_server.adapters.store_sql.schema import email, job, template
+from delivery_server.adapters.store_sql.schema import template
 from delivery_server.adapters.store_sql.send_records import (
     SendRecord,
     mark_sent_many,
     record_late_sends,
 )
-from delivery_server.adapters.store_sql.suppressions import address_suppressed, suppress_locked
+from delivery_server.adapters.store_sql.suppressions import suppress_locked
 from delivery_server.batching import Batcher
 from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.models import (
-    TERMINAL_EMAIL_STATUSES,
     ClaimedEmail,
     ClaimOutcome,
     ClaimResult,
@@ -39,90 +49,7 @@ from delivery_server.models import (
 )
 from delivery_server.retry import compute_backoff, retry_until
 
-# A consumer that outlived its lease still knows best how its send ended: the
-# reconciler's "unknown" is a guess that a confirmed outcome may overwrite.
-SETTLEABLE = (EmailStatus.SENDING, EmailStatus.UNKNOWN)
-FINAL_STATUSES = TERMINAL_EMAIL_STATUSES - {EmailStatus.SENT}
-
-# The per-email statements run for every send, so they are built once (with bound
-# parameters) instead of on each call: that halves the Python time of a claim.
-_EMAIL_ID = sa.bindparam("b_email_id", type_=sa.BigInteger)
-_NOW = sa.bindparam("b_now", type_=sa.DateTime)
-_ERROR = sa.bindparam("b_error", type_=sa.Text)
-
-_EMAIL_IDS: sa.BindParameter[Any] = sa.bindparam("b_email_ids", expanding=True)
-# A batch of claims (see ``claim``): lock the queued ones and read them with their jobs,
-# then claim them. The job is a scalar subquery, not a join: on MariaDB a join would lock
-# the job row too (every claim of a job would queue behind the others and behind the
-# settler); a subquery of a locking read does not lock (tested).
-_EMAIL_WITH_JOB_JSON = [*email.c, job_json_of_email()]
-# With each email, whether its address is suppressed (one primary-key probe; ``b_now``).
-LOCK_QUEUED = (
-    sa.select(*_EMAIL_WITH_JOB_JSON, address_suppressed())
-    .where(email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.QUEUED)
-    .order_by(email.c.id)
-    .with_for_update()
-)
-CLAIM_MANY = (
-    sa.update(email)
-    .where(
-        email.c.id.in_(_EMAIL_IDS),
-        email.c.status == EmailStatus.QUEUED,
-        sa.exists().where(job.c.id == email.c.job_id, job.c.status == JobStatus.PROCESSING),
-    )
-    .values(
-        status=EmailStatus.SENDING,
-        attempts=email.c.attempts + 1,
-        lease_until=sa.bindparam("b_lease_until", type_=sa.DateTime),
-        updated_at=_NOW,
-    )
-)
-CLAIMED_ROWS = sa.select(*_EMAIL_WITH_JOB_JSON).where(
-    email.c.id.in_(_EMAIL_IDS), email.c.status == EmailStatus.SENDING
-)
-CLAIM_STATES = (
-    sa.select(email.c.id, email.c.status, job.c.status.label("job_status"))
-    .select_from(email.join(job))
-    .where(email.c.id.in_(_EMAIL_IDS))
-)
-# A claim batch whose COMMIT went unanswered: give back whatever it did claim. Its lease
-# stamp (microseconds, taken once per batch) tells its rows from anyone else's.
-RELEASE_UNCONFIRMED_CLAIMS = (
-    sa.update(email)
-    .where(
-        email.c.id.in_(_EMAIL_IDS),
-        email.c.status == EmailStatus.SENDING,
-        email.c.lease_until == sa.bindparam("b_lease_until", type_=sa.DateTime),
-    )
-    .values(
-        status=EmailStatus.QUEUED,
-        attempts=sa.case((email.c.attempts > 0, email.c.attempts - 1), else_=0),
-        lease_until=None,
-        updated_at=_NOW,
-    )
-)
-# A None error keeps the previous one (a shutdown or throttle has nothing new to say).
-_SETTLE_VALUES = {
-    "lease_until": None,
-    "updated_at": _NOW,
-    "last_error": sa.func.coalesce(_ERROR, email.c.last_error),
-}
-_GIVE_BACK = sa.bindparam("b_give_back", type_=sa.Integer)
-MARK_RETRY = (
-    sa.update(email)
-    .where(email.c.id == _EMAIL_ID, email.c.status == EmailStatus.SENDING)
-    .values(
-        status=EmailStatus.QUEUED,
-        attempts=sa.case((email.c.attempts > _GIVE_BACK, email.c.attempts - _GIVE_BACK), else_=0),
-        **_SETTLE_VALUES,
-    )
-)
-MARK_FINAL = (
-    sa.update(email)
-    .where(email.c.id == _EMAIL_ID, email.c.status.in_(SETTLEABLE))
-    .values(status=sa.bindparam("b_status", type_=sa.String), **_SETTLE_VALUES)
-)
-
+__all__ = ["LOCK_QUEUED", "EmailQueries"]  # LOCK_QUEUED: the contract suite checks its plan
 
 # Claims arrive in bursts (one receive starts up to ten handlers): one transaction each.
 CLAIM_BATCH = 50
@@ -219,30 +146,32 @@ class EmailQueries(Queries):
                 within=deadline,
             )
 
-    async def template(self, name: str, locale: str) -> Template | None:
-        """The highest version of a template in a locale, or None."""
+    async def template(self, name: str, locale: str, as_of: int | None = None) -> Template | None:
+        """The highest version of a template in a locale (at or below ``as_of`` when
+        given: what a job pinned at that version renders), or None."""
+        query = sa.select(template).where(template.c.name == name, template.c.locale == locale)
+        if as_of is not None:
+            query = query.where(template.c.version <= as_of)
 
         async def read(conn: AsyncConnection) -> Template | None:
-            row = (
-                (
-                    await conn.execute(
-                        sa.select(template)
-                        .where(template.c.name == name, template.c.locale == locale)
-                        .order_by(template.c.version.desc())
-                        .limit(1)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            found = await conn.execute(query.order_by(template.c.version.desc()).limit(1))
+            row = found.mappings().first()
             return None if row is None else template_from_row(row)
 
         return await self._db.run(read, write=False)
 
-    async def mark_sent(self, email_id: int, provider_message_id: str, sent_at: datetime) -> None:
-        """Record a confirmed send of a claimed (or lease-expired) email; returns once it
-        is committed (with the other sends recorded in the same moment)."""
-        await self._sent.submit(SendRecord(email_id, provider_message_id, sent_at))
+    async def mark_sent(
+        self,
+        email_id: int,
+        provider_message_id: str,
+        sent_at: datetime,
+        template_version: int | None = None,
+    ) -> None:
+        """Record a confirmed send of a claimed (or lease-expired) email and the template
+        version that rendered it; returns once it is committed (with the other sends
+        recorded in the same moment)."""
+        record = SendRecord(email_id, provider_message_id, sent_at, template_version)
+        await self._sent.submit(record)
 
     async def _mark_sent_batch(self, sends: list[SendRecord]) -> list[None]:
         async def work(conn: AsyncConnection) -> None:
@@ -261,12 +190,23 @@ class EmailQueries(Queries):
         params = {"b_error": clip_error(error), "b_give_back": 0 if count_attempt else 1}
         await self._settle(MARK_RETRY, email_id, params)
 
-    async def mark_final(self, email_id: int, status: EmailStatus, error: str | None) -> None:
-        """Settle a claimed email as ``failed``, ``unknown``, ``suppressed`` or
-        ``cancelled`` (``mark_sent`` records sends)."""
+    async def mark_final(
+        self,
+        email_id: int,
+        status: EmailStatus,
+        error: str | None,
+        template_version: int | None = None,
+    ) -> None:
+        """Settle a claimed email as ``failed``, ``unknown``, ``suppressed``,
+        ``cancelled`` or ``expired`` (its attempt given back) (``mark_sent`` records
+        sends); ``template_version``: the version that rendered it, if one did."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"mark_final cannot set status {status.value!r}")
-        await self._settle(MARK_FINAL, email_id, {"b_status": status, "b_error": clip_error(error)})
+        params = {"b_error": clip_error(error), "b_template_version": template_version}
+        if status is EmailStatus.EXPIRED:
+            await self._settle(MARK_EXPIRED, email_id, params)
+        else:
+            await self._settle(MARK_FINAL, email_id, {"b_status": status, **params})
 
     async def _settle(self, statement: sa.Update, email_id: int, params: dict[str, Any]) -> None:
         async def work(conn: AsyncConnection) -> None:
@@ -279,7 +219,14 @@ async def _claim_locked(
     conn: AsyncConnection, locked: Sequence[sa.RowMapping], now: datetime, lease_until: datetime
 ) -> dict[int, ClaimResult]:
     """Claim the locked queued rows; return the claimed ones (malformed ones failed).
-    Suppressed ones become ``suppressed`` instead (``_why_not_claimed`` reports them)."""
+    Those of a processing job whose send_by has passed become ``expired``, suppressed
+    ones ``suppressed`` (``_why_not_claimed`` reports both)."""
+    expired = [row["id"] for row in locked if _too_late(row, now)]
+    if expired:
+        await conn.execute(EXPIRE_QUEUED, {"b_email_ids": expired, "b_now": now})
+        locked = [row for row in locked if row["id"] not in set(expired)]
+        if not locked:
+            return {}
     suppressed = await suppress_locked(conn, locked, now)
     if suppressed:
         locked = [row for row in locked if row["id"] not in suppressed]
@@ -306,9 +253,18 @@ async def _claim_locked(
         except PermanentError as exc:
             # Written malformed by an upstream system: no attempt can ever send it.
             final = {"b_email_id": row["id"], "b_now": now, "b_status": EmailStatus.FAILED}
-            await conn.execute(MARK_FINAL, {**final, "b_error": str(exc)})
+            await conn.execute(
+                MARK_FINAL, {**final, "b_error": str(exc), "b_template_version": None}
+            )
             claimed[row["id"]] = ClaimResult(ClaimOutcome.NOT_QUEUED)
     return claimed
+
+
+def _too_late(row: Mapping[Any, Any], now: datetime) -> bool:
+    """Whether the locked row's job is processing and past its send_by (a paused job's
+    emails wait for its resume: they expire then)."""
+    job_ = job_from_json(row[JOB_JSON])
+    return job_.status is JobStatus.PROCESSING and job_.deadline_passed(now)
 
 
 async def _why_not_claimed(conn: AsyncConnection, email_ids: list[int]) -> dict[int, ClaimResult]:
@@ -321,6 +277,8 @@ async def _why_not_claimed(conn: AsyncConnection, email_ids: list[int]) -> dict[
 def _reason(status: str, job_status: str) -> ClaimOutcome:
     if status == EmailStatus.SUPPRESSED:
         return ClaimOutcome.SUPPRESSED
+    if status == EmailStatus.EXPIRED:
+        return ClaimOutcome.EXPIRED
     if job_status == JobStatus.PAUSED and status == EmailStatus.QUEUED:
         return ClaimOutcome.JOB_PAUSED
     if job_status not in (JobStatus.PROCESSING, JobStatus.PAUSED):

@@ -10,8 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from delivery_server.adapters.store_sql.base import ACTIVE, LEASE_EXPIRED, Queries
+from delivery_server.adapters.store_sql.deadlines import before_deadline, expire_overdue
 from delivery_server.adapters.store_sql.rows import job_from_row
 from delivery_server.adapters.store_sql.schema import JOB_STATUS_INDEX, email, job
+from delivery_server.adapters.store_sql.template_pins import start_jobs
 from delivery_server.models import (
     ERASED_ADDRESS,
     EmailStatus,
@@ -62,8 +64,11 @@ class PublishingQueries(Queries):
     _counted_at: dict[int, datetime]
 
     async def due_jobs(self, now: datetime) -> list[Job]:
-        """Jobs in ``processing`` whose ``scheduled_at`` is empty or has passed; marks
-        ``started_at`` the first time a job is picked up."""
+        """Jobs in ``processing`` whose ``scheduled_at`` is empty or has passed. The
+        first time a job is picked up it starts: ``started_at`` is set and its template
+        version pinned (``template_pins``; a job whose template has no version yet, or
+        that started before pinning existed, is pinned at the next pickup that finds
+        one). An upstream system may pin a version itself: ``template_version``."""
 
         async def read(conn: AsyncConnection) -> list[Job]:
             rows = await conn.execute(
@@ -77,19 +82,15 @@ class PublishingQueries(Queries):
             return [job_from_row(row) for row in rows.mappings()]
 
         jobs = await self._db.run(read, write=False)
-        unstarted = [j.id for j in jobs if j.started_at is None]
+        unstarted = [j.id for j in jobs if j.started_at is None or j.template_version is None]
         if not unstarted:  # the usual poll: no write (and no SQLite write lock)
             return jobs
 
         async def start(conn: AsyncConnection) -> None:
-            await conn.execute(
-                sa.update(job)
-                .where(job.c.id.in_(unstarted), job.c.started_at.is_(None))
-                .values(started_at=now)
-            )
+            await conn.execute(start_jobs(unstarted, now))
 
         await self._db.run(start)
-        return [j if j.started_at else dataclasses.replace(j, started_at=now) for j in jobs]
+        return await self._db.run(read, write=False)
 
     async def publish_pending(self, job_id: int, limit: int, publish: PublishFn) -> int:
         """Lock up to ``limit`` pending emails of a processing job (skipping rows other
@@ -105,7 +106,12 @@ class PublishingQueries(Queries):
                 .where(
                     email.c.job_id == job_id,
                     email.c.status == EmailStatus.PENDING,
-                    _job_is(JobStatus.PROCESSING),
+                    # Past its send_by, the settler expires them instead.
+                    sa.exists().where(
+                        job.c.id == email.c.job_id,
+                        job.c.status == JobStatus.PROCESSING,
+                        before_deadline(now),
+                    ),
                 )
                 .order_by(email.c.id)
                 .limit(limit)
@@ -132,13 +138,15 @@ class PublishingQueries(Queries):
         return await self._db.run(work)
 
     async def settle_jobs(self, now: datetime) -> list[Job]:
-        """Finish processing jobs with no email left in flight (``completed``, or
-        ``failed`` when any email failed or is unknown) and refresh their counts.
-        Return the jobs that finished.
+        """Expire the unsent emails of processing jobs past their ``send_by``, then
+        finish processing jobs with no email left in flight (``completed``, or ``failed``
+        when any email failed or is unknown: an expired email is no failure) and refresh
+        their counts. Return the jobs that finished.
 
         Counting a job reads its whole index, slow for a big job (docs/benchmarks.md), so
         the counts of a job still in flight are refreshed at most every ``COUNT_REFRESH``
         (by ``now``); whether it is still in flight is one index probe per job, every time."""
+        await expire_overdue(self._db, now)
         jobs = await self._db.run(_processing_jobs, write=False)
         self._counted_at = {j.id: t for j, _ in jobs if (t := self._counted_at.get(j.id))}
         due = [

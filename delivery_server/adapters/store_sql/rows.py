@@ -27,7 +27,7 @@ from delivery_server.models import (
 # subquery): the claim reads one for each email, and the driver's per-column cost (column
 # descriptions, value conversion) was the largest part of a claim's CPU with thirteen.
 JOB_JSON = "job_json"
-_JOB_TIMES = ("scheduled_at", "created_at", "started_at", "finished_at")
+_JOB_TIMES = ("scheduled_at", "created_at", "started_at", "finished_at", "send_by")
 
 
 def job_json_of_email() -> sa.Label[Any]:
@@ -73,6 +73,8 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         # Absent from the values ``create_job`` builds its answer from.
         paused_reason=row.get("paused_reason"),
         unsubscribe=bool(row.get("unsubscribe", False)),
+        template_version=row.get("template_version"),
+        send_by=row.get("send_by"),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,11 +41,22 @@ REOPEN_JOBS = (
 
 @dataclass(frozen=True, slots=True)
 class SendRecord:
-    """A confirmed send: which email, the provider's message id, when."""
+    """A confirmed send: which email, the provider's message id, when, and the template
+    version that rendered it (None when the record comes from elsewhere, SES's ``Send``
+    event: the email keeps the version it has)."""
 
     email_id: int
     provider_message_id: str
     sent_at: datetime
+    template_version: int | None = None
+
+
+class _Versions(Enum):
+    """How the template versions of a batch of sends are written."""
+
+    NONE = 1  # none known: left as they are
+    ONE = 2  # one version for the whole batch (the usual: one job, one locale)
+    EACH = 3  # a version per email
 
 
 async def record_late_sends(conn: AsyncConnection, sends: list[SendRecord]) -> None:
@@ -69,12 +81,22 @@ def mark_sent_many(
         params[f"b_id{n}"] = send.email_id
         params[f"b_mid{n}"] = send.provider_message_id
         params[f"b_at{n}"] = send.sent_at
-    return _mark_sent_statement(len(sends), status), params
+    versions = {send.template_version for send in sends}
+    if versions == {None}:
+        written = _Versions.NONE
+    elif len(versions) == 1:
+        written = _Versions.ONE
+        params["b_tv"] = sends[0].template_version
+    else:
+        written = _Versions.EACH
+        params.update({f"b_tv{n}": send.template_version for n, send in enumerate(sends)})
+    return _mark_sent_statement(len(sends), status, written), params
 
 
-# Sized for every batch size of both statuses (``SENT_BATCH`` is 50).
-@functools.lru_cache(maxsize=128)
-def _mark_sent_statement(size: int, status: EmailStatus) -> sa.Update:
+# Sized for every batch size of both statuses and each way of writing versions
+# (``SENT_BATCH`` is 50).
+@functools.lru_cache(maxsize=512)
+def _mark_sent_statement(size: int, status: EmailStatus, versions: _Versions) -> sa.Update:
     """The UPDATE for ``size`` sends, built once per size (and so compiled once: SQL
     compilation is cached per statement object, and building the statement with its
     CASE cost more than executing it)."""
@@ -85,14 +107,17 @@ def _mark_sent_statement(size: int, status: EmailStatus) -> sa.Update:
             *((email.c.id == ids[n], sa.bindparam(f"{name}{n}", type_=type_)) for n in range(size))
         )
 
-    return (
-        sa.update(email)
-        .where(email.c.id.in_(ids), email.c.status == status)
-        .values(
-            status=EmailStatus.SENT,
-            provider_message_id=per_email("b_mid", sa.String),
-            sent_at=per_email("b_at", sa.DateTime),
-            lease_until=None,
-            updated_at=_NOW,
-        )
-    )
+    values: dict[str, Any] = {
+        "status": EmailStatus.SENT,
+        "provider_message_id": per_email("b_mid", sa.String),
+        "sent_at": per_email("b_at", sa.DateTime),
+        "lease_until": None,
+        "updated_at": _NOW,
+    }
+    # A send recorded without a version (one of a mixed batch) keeps the one it has.
+    if versions is _Versions.ONE:
+        values["template_version"] = sa.bindparam("b_tv", type_=sa.Integer)
+    elif versions is _Versions.EACH:
+        each = per_email("b_tv", sa.Integer)
+        values["template_version"] = sa.func.coalesce(each, email.c.template_version)
+    return sa.update(email).where(email.c.id.in_(ids), email.c.status == status).values(values)
