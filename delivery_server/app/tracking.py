@@ -26,7 +26,8 @@ from delivery_server.adapters.sender_outbox import EventSink
 from delivery_server.brake import BrakeThresholds
 from delivery_server.errors import ConfigError, RetryableError
 from delivery_server.heartbeats import Heartbeats
-from delivery_server.http.api import api_routes
+from delivery_server.http.api import FailedAttempts, api_routes
+from delivery_server.http.dashboard import add_dashboard
 from delivery_server.http.listener import Listener
 from delivery_server.http.security import api_json_errors, secure_headers
 from delivery_server.http.ses_events import ses_events_handler
@@ -110,8 +111,8 @@ async def open_api_listener(
     settings: Settings, store: Store, recorder: EventRecorder, metrics: Metrics
 ) -> AsyncIterator[Listener]:
     """The API listener on ``DELIVERY_API_HOST:PORT``: ``POST /ses/events``, with an
-    unsubscribe key ``GET|POST /unsubscribe/{token}``, and the token-protected JSON API
-    under ``/api/v1``; nothing else is served."""
+    unsubscribe key ``GET|POST /unsubscribe/{token}``, the token-protected JSON API
+    under ``/api/v1``, and the dashboard at ``/`` (behind its login); nothing else."""
     from delivery_server.adapters.aws.sns import SnsVerifier
 
     assert settings.api_port is not None  # the caller opens it only with a port
@@ -136,7 +137,9 @@ async def open_api_listener(
             app.add_routes(unsubscribe_routes(secret, store.unsubscribe_email, count))
         ready = settings.public_url is not None and settings.unsubscribe_secret is not None
         renderer = Renderer(settings.max_rendered_bytes)
-        app.add_routes(api_routes(store, renderer, unsubscribe_ready=ready))
+        attempts = FailedAttempts()  # one limit for bearer tokens and the login form
+        app.add_routes(api_routes(store, renderer, unsubscribe_ready=ready, attempts=attempts))
+        add_dashboard(app, store, attempts)
         listener = Listener(app, "api")
         await listener.start(settings.api_host, settings.api_port)
         try:

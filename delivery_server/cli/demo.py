@@ -10,6 +10,11 @@ After the send, the outbox reports SES's events for each file it writes (a few c
 have SES mailbox simulator addresses: they bounce, complain, or are on SES's suppression
 list) and the tracker records them, as it records SES's own on AWS; the demo waits for
 those reports and ends with the delivery counts and the addresses now suppressed.
+
+The operator console runs alongside (``demo_console``): its URL and a token are printed
+before the send, and it is up while the job runs. ``--rate`` slows the send so that there
+is time to watch it there; ``--keep-serving`` keeps the console (and the server) up after
+the summary, until Ctrl-C. Without it the demo ends as soon as the job is done.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from delivery_server.cli._common import positive_int
+from delivery_server.cli.demo_console import (
+    DEFAULT_PORT,
+    bindable_port,
+    demo_token,
+    show_console,
+    until_interrupted,
+    until_listening,
+)
 from delivery_server.cli.output import format_duration
 from delivery_server.cli.progress import follow_job
 from delivery_server.errors import DeliveryError, DemoDirectoryError
@@ -75,22 +88,65 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where the database, PDFs and .eml files go (default: demo-output)",
     )
+    demo.add_argument(
+        "--console-port",
+        type=port_number,
+        default=DEFAULT_PORT,
+        metavar="PORT",
+        help=f"the operator console's port on 127.0.0.1 (default: {DEFAULT_PORT}, or any "
+        "free port when that one is taken; 0: any free port)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=positive_int(100_000),
+        default=None,
+        metavar="N",
+        help="send at most N emails a second, to watch the job in the console "
+        "(default: as fast as it goes)",
+    )
+    demo.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="after the summary, keep the console up until Ctrl-C",
+    )
     demo.set_defaults(handler=_demo)
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError("a port is a number from 0 to 65535")
+    return int(text)
+
+
 async def _demo(args: argparse.Namespace) -> int:
-    return await run_demo(getattr(args, "config", None), emails=args.emails, output=args.output)
+    return await run_demo(
+        getattr(args, "config", None),
+        emails=args.emails,
+        output=args.output,
+        console_port=args.console_port,
+        rate=args.rate,
+        keep_serving=args.keep_serving,
+    )
 
 
-async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
+async def run_demo(
+    config: Path | None,
+    *,
+    emails: int,
+    output: Path,
+    console_port: int = 0,
+    rate: int | None = None,
+    keep_serving: bool = False,
+) -> int:
     """Run the demo; exit code 0 only when every email was sent."""
-    from delivery_server.app import open_store, serve, upgrade_database
+    from delivery_server.app import Listening, open_store, serve, upgrade_database
     from delivery_server.logging import configure_logging
 
     require_pdf_writer()
     console = Console()
     output = await asyncio.to_thread(prepare_directory, output)
-    settings = demo_settings(config, output)
+    settings = demo_settings(config, output, api_port=console_port, max_send_rate=rate)
     configure_logging(settings, stream=sys.stderr)
     console.print(f"[bold]delivery-server demo[/]: {emails:,} bank statements in {output}")
     await upgrade_database(settings)
@@ -112,21 +168,41 @@ async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
         )
         assert report.job is not None
         job_id = report.job.id
+        token = await demo_token(store)
         console.print(f"job {job_id}: {report.imported:,} emails imported, sending...")
         stop = asyncio.Event()
         started = time.monotonic()
-        server = asyncio.create_task(serve(settings, stop=stop))
+        listening = Listening()
+        server = asyncio.create_task(serve(settings, stop=stop, listening=listening))
         try:
+            await until_listening(listening, server)
+            assert listening.api_port is not None  # the demo's settings have a port
+            show_console(console, listening.api_port, token)
             await follow_job(store, job_id, console, interval=0.2, alongside=server)
             elapsed = time.monotonic() - started
             summary = await wait_for_reports(store, job_id, alongside=server)
+            suppressed = await count_suppressions(store)
+            _print_summary(console, settings, summary, suppressed, elapsed)
+            if keep_serving:
+                console.print("the console stays up: press Ctrl-C to stop")
+                await until_interrupted(stop, server)
         finally:
             stop.set()
             await server  # a crashed server raises here, and the demo fails with its error
-        suppressed = await count_suppressions(store)
 
     sent = summary.counts.get(EmailStatus.SENT, 0)
-    not_sent = {s: n for s, n in summary.counts.items() if s != EmailStatus.SENT and n}
+    if sent != emails:
+        not_sent = {s: n for s, n in summary.counts.items() if s != EmailStatus.SENT and n}
+        others = ", ".join(f"{n:,} {status}" for status, n in not_sent.items())
+        raise DeliveryError(f"demo: only {sent:,} of {emails:,} emails were sent ({others})")
+    return 0
+
+
+def _print_summary(
+    console: Console, settings: Settings, summary: JobSummary, suppressed: int, elapsed: float
+) -> None:
+    job_id = summary.job.id
+    sent = summary.counts.get(EmailStatus.SENT, 0)
     rate = sent / elapsed if elapsed > 0 else 0.0
     console.print(
         f"job {job_id} {summary.job.status}: [green]{sent:,} sent[/], "
@@ -135,13 +211,15 @@ async def run_demo(config: Path | None, *, emails: int, output: Path) -> int:
     )
     console.print(f"the .eml files are in {settings.outbox_dir} (open one with a mail reader)")
     console.print(after_the_send(summary, suppressed))
-    if sent != emails:
-        others = ", ".join(f"{n:,} {status}" for status, n in not_sent.items())
-        raise DeliveryError(f"demo: only {sent:,} of {emails:,} emails were sent ({others})")
-    return 0
 
 
-def demo_settings(config: Path | None, output: Path) -> Settings:
+def demo_settings(
+    config: Path | None,
+    output: Path,
+    *,
+    api_port: int = 0,
+    max_send_rate: float | None = None,
+) -> Settings:
     """The settings of an embedded run inside ``output``; explicit values win over the
     environment so that a configured production database can never be used by the demo."""
     return load_settings(
@@ -153,6 +231,9 @@ def demo_settings(config: Path | None, output: Path) -> Settings:
         attachments_dir=output,
         http_host="127.0.0.1",
         http_port=0,  # any free port: a demo must not clash with a running server
+        api_host="127.0.0.1",  # the console: loopback only, whatever the config says
+        api_port=bindable_port(api_port),
+        max_send_rate=max_send_rate,
         poll_interval=0.2,
         retry_base_delay=0.2,
         concurrency=32,

@@ -99,6 +99,10 @@ async def test_restart_failed_after_confirmation(console: Console, operator: Bro
     assert status == 200
     assert "2 failed or unknown emails can be sent again" in page
     assert 'name="include_unknown"' in page
+    assert 'name="transient_only"' in page
+    # Their failure (a template variable missing) is permanent: transient_only leaves them.
+    page = await act(operator, job.id, "restart-failed", confirmed="yes", transient_only="yes")
+    assert "0 failed (transient only) emails restarted" in page
     page = await act(operator, job.id, "restart-failed", confirmed="yes")
     assert "2 failed emails restarted" in page
     [entry] = await console.store.audit_entries(1, job_id=job.id)

@@ -113,7 +113,10 @@ class Actions:
             return await self._confirmation(view, name, job_id)
         body = None
         if name == "restart-failed":
-            body = RestartRequest(include_unknown=view.field("include_unknown") == "yes")
+            body = RestartRequest(
+                include_unknown=view.field("include_unknown") == "yes",
+                transient_only=view.field("transient_only") == "yes",
+            )
         try:
             message = await self._perform(view, f"job.{name}", JOB_ACTIONS[name], job_id, body)
         except Refused as refused:
