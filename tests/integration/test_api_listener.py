@@ -245,9 +245,10 @@ async def test_only_the_public_routes_are_on_the_api_port(rig: Rig) -> None:
     api, health = rig.server.api_port, rig.server.http_port
     assert api != health
     token = sign_unsubscribe(1, SECRET.encode())
-    # The API and dashboard of DESIGN §8 are not served yet: "/" is the dashboard's.
-    for path in ("/", "/healthz", "/readyz", "/metrics", "/api/v1/jobs", "/unsubscribe"):
+    for path in ("/healthz", "/readyz", "/metrics", "/unsubscribe"):
         assert await _status(rig, "GET", rig.url(path)) == 404, path
+    # The API of DESIGN §8 answers nothing without a token (tests/integration/test_api_*).
+    assert await _status(rig, "GET", rig.url("/api/v1/jobs")) == 401
     assert await _status(rig, "GET", rig.url("/ses/events")) == 405
     assert await _status(rig, "GET", rig.url(f"/unsubscribe/{token}")) == 200
     # Nothing of the API listener on the health port.
