@@ -35,6 +35,7 @@ from delivery_server.models import (
     ClaimOutcome,
     Delivery,
     EmailStatus,
+    FailureKind,
     OutgoingEmail,
     QueueMessage,
     Template,
@@ -49,8 +50,6 @@ from delivery_server.suppression import UnsubscribeLinks
 
 log = structlog.get_logger(__name__)
 
-# How long a message of a paused job stays hidden before it is looked at again.
-PAUSED_JOB_RECHECK_SECONDS = 60
 # How long a message waits after its claim could not reach the database.
 CLAIM_RETRY_SECONDS = 5
 # A write that settles an email is retried from 0.2 s, doubling, up to 5 s apart.
@@ -132,7 +131,7 @@ class Pipeline:
             await settlement.retry_after(CLAIM_RETRY_SECONDS)
             return
         if result.outcome is ClaimOutcome.JOB_PAUSED:
-            await settlement.retry_after(PAUSED_JOB_RECHECK_SECONDS)
+            await self._unqueue_paused(message.email_id, settlement, bound)
             return
         if result.outcome is ClaimOutcome.SUPPRESSED:
             # The store made the email final (never sent, not an attempt): nothing to do.
@@ -288,13 +287,33 @@ class Pipeline:
             bound.warning("email_unknown", error=type(exc).__name__)
         else:
             await self._record(
-                lambda: self._store.mark_final(email_id, EmailStatus.FAILED, error, rendered_with),
+                lambda: self._store.mark_final(
+                    email_id, EmailStatus.FAILED, error, rendered_with, kind=_failure_kind(exc)
+                ),
                 bound,
             )
             await settlement.delete()
             self._metrics.emails_failed.inc()
             self._metrics.send_attempts.labels(outcome="failed").inc()
             bound.info("email_failed", attempt=claimed.email.attempts, error=type(exc).__name__)
+
+    async def _unqueue_paused(
+        self, email_id: int, settlement: Settlement, bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Its job is paused: the email goes back to ``pending`` and its message is
+        dropped, so that nothing of the job is received or claimed again while it stays
+        paused (the publisher publishes it again once the job is processing)."""
+        try:
+            unqueued = await self._store.unqueue_paused(email_id)
+        except RetryableError as exc:
+            bound.warning("unqueue_failed", error=str(exc)[:200])
+            await settlement.retry_after(CLAIM_RETRY_SECONDS)
+            return
+        if unqueued:
+            bound.debug("email_unqueued_job_paused")
+            await settlement.delete()
+        else:  # resumed meanwhile: the email is still queued, claim it again
+            await settlement.hand_back()
 
     async def _settle_expired(
         self, email_id: int, settlement: Settlement, bound: structlog.typing.FilteringBoundLogger
@@ -348,3 +367,9 @@ class Pipeline:
             within=self._policy.lease_seconds / 2,
             on_retry=log_retry,
         )
+
+
+def _failure_kind(exc: Exception) -> FailureKind:
+    """What ``restart-failed --transient-only`` goes by: a ``PermanentError`` would fail
+    the same way again; anything else failed because its attempts ran out."""
+    return FailureKind.PERMANENT if isinstance(exc, PermanentError) else FailureKind.TRANSIENT

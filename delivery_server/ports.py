@@ -23,6 +23,7 @@ from delivery_server.models import (
     DeliveryStatus,
     EmailStatus,
     EventOutcome,
+    FailureKind,
     Job,
     JobPurge,
     JobStatus,
@@ -167,10 +168,19 @@ class EmailStore(Protocol):
         status: EmailStatus,
         error: str | None,
         template_version: int | None = None,
+        *,
+        kind: FailureKind | None = None,
     ) -> None:
         """Settle a claimed email as ``failed``, ``unknown`` or ``suppressed``, or as
         ``expired`` (its attempt given back: it never went out); ``template_version``
-        is the version that rendered it, when it got that far."""
+        is the version that rendered it, when it got that far. A failed one records
+        its ``kind`` (``TRANSIENT`` when not given)."""
+        ...
+
+    async def unqueue_paused(self, email_id: int) -> bool:
+        """Put a ``queued`` email of a ``paused`` job back to ``pending``, so that its
+        message can be dropped (the publisher publishes it again once the job is
+        processing). False when the email is not queued or its job not paused."""
         ...
 
 

@@ -101,6 +101,7 @@ MARK_FINAL = (
     .values(
         status=sa.bindparam("b_status", type_=sa.String),
         template_version=_RENDERED_WITH,
+        failure_kind=sa.bindparam("b_failure_kind", type_=sa.String),
         **_SETTLE_VALUES,
     )
 )

@@ -43,6 +43,7 @@ from delivery_server.models import (
     ClaimOutcome,
     ClaimResult,
     EmailStatus,
+    FailureKind,
     JobStatus,
     Template,
     utcnow,
@@ -196,17 +197,22 @@ class EmailQueries(Queries):
         status: EmailStatus,
         error: str | None,
         template_version: int | None = None,
+        *,
+        kind: FailureKind | None = None,
     ) -> None:
         """Settle a claimed email as ``failed``, ``unknown``, ``suppressed``,
         ``cancelled`` or ``expired`` (its attempt given back) (``mark_sent`` records
-        sends); ``template_version``: the version that rendered it, if one did."""
+        sends); ``template_version``: the version that rendered it, if one did. A
+        failed one records its ``kind`` (``TRANSIENT`` when not given)."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"mark_final cannot set status {status.value!r}")
         params = {"b_error": clip_error(error), "b_template_version": template_version}
         if status is EmailStatus.EXPIRED:
             await self._settle(MARK_EXPIRED, email_id, params)
         else:
-            await self._settle(MARK_FINAL, email_id, {"b_status": status, **params})
+            failure_kind = (kind or FailureKind.TRANSIENT) if status is EmailStatus.FAILED else None
+            final = {"b_status": status, "b_failure_kind": failure_kind}
+            await self._settle(MARK_FINAL, email_id, {**final, **params})
 
     async def _settle(self, statement: sa.Update, email_id: int, params: dict[str, Any]) -> None:
         async def work(conn: AsyncConnection) -> None:
@@ -252,7 +258,12 @@ async def _claim_locked(
             )
         except PermanentError as exc:
             # Written malformed by an upstream system: no attempt can ever send it.
-            final = {"b_email_id": row["id"], "b_now": now, "b_status": EmailStatus.FAILED}
+            final = {
+                "b_email_id": row["id"],
+                "b_now": now,
+                "b_status": EmailStatus.FAILED,
+                "b_failure_kind": FailureKind.PERMANENT,
+            }
             await conn.execute(
                 MARK_FINAL, {**final, "b_error": str(exc), "b_template_version": None}
             )

@@ -8,6 +8,7 @@ from delivery_server.adapters.store_sql.emails import EmailQueries
 from delivery_server.adapters.store_sql.engine import create_engine
 from delivery_server.adapters.store_sql.instances import InstanceQueries
 from delivery_server.adapters.store_sql.listing import ListingQueries
+from delivery_server.adapters.store_sql.pausing import PauseQueries
 from delivery_server.adapters.store_sql.publishing import PublishingQueries
 from delivery_server.adapters.store_sql.retention import RetentionQueries
 from delivery_server.adapters.store_sql.suppressions import SuppressionQueries
@@ -24,6 +25,7 @@ class SqlStore(
     SuppressionQueries,
     ListingQueries,
     TokenQueries,
+    PauseQueries,
     RetentionQueries,
 ):
     """Everything the database does (``ports.Store``), over one connection pool.
@@ -48,5 +50,6 @@ class SqlStore(
     async def close(self) -> None:
         """Finish the batches under way, then release the connection pool."""
         await self._close_batchers()
+        await self._close_unqueue()
         await self._close_tracking()
         await self._db.close()
