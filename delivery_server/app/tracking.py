@@ -138,8 +138,16 @@ async def open_api_listener(
         ready = settings.public_url is not None and settings.unsubscribe_secret is not None
         renderer = Renderer(settings.max_rendered_bytes)
         attempts = FailedAttempts()  # one limit for bearer tokens and the login form
-        app.add_routes(api_routes(store, renderer, unsubscribe_ready=ready, attempts=attempts))
-        add_dashboard(app, store, attempts)
+        console = add_dashboard(app, store, attempts)
+        app.add_routes(
+            api_routes(
+                store,
+                renderer,
+                unsubscribe_ready=ready,
+                attempts=attempts,
+                sessions=console.api_session,
+            )
+        )
         listener = Listener(app, "api")
         await listener.start(settings.api_host, settings.api_port)
         try:

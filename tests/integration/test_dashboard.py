@@ -182,3 +182,35 @@ async def test_ids_in_paths_are_digits_of_an_existing_job(console: Console) -> N
         assert (await b.post("/jobs/424242/pause", {"csrf": csrf}))[0] == 404
         assert (await b.post("/jobs/424242/search", {"csrf": csrf, "address": "a"}))[0] == 404
         assert (await b.get("/"))[0] == 200  # still serving
+
+
+async def test_the_api_takes_the_session_with_its_csrf_token(console: Console) -> None:
+    job = await create_job(console.store, recipients(50))
+    async with browser(console.port) as b:
+        # Without a session, the API is as closed as ever.
+        async with b.session.get(b.url("/api/v1/jobs")) as api:
+            assert api.status == 401
+        await b.login(console.operate_token)
+        async with b.session.get(b.url(f"/api/v1/jobs/{job.id}")) as api:
+            assert api.status == 200
+            assert (await api.json())["job"]["id"] == job.id
+        page = (await b.get("/"))[1]
+        token = page.split('<meta name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        pause = b.url(f"/api/v1/jobs/{job.id}/pause")
+        for headers in ({}, {"X-CSRF-Token": "forged"}):
+            async with b.session.post(pause, headers=headers) as api:
+                assert api.status == 403, headers
+                assert "CSRF" in (await api.json())["error"]
+        assert (await console.store.job(job.id)).status is JobStatus.PROCESSING
+        async with b.session.post(pause, headers={"X-CSRF-Token": token}) as api:
+            assert api.status == 200
+        assert (await console.store.job(job.id)).status is JobStatus.PAUSED
+        [entry] = await console.store.audit_entries(1, job_id=job.id)
+        assert (entry.actor, entry.action, entry.outcome) == ("ops-alice", "job.pause", "ok")
+    async with browser(console.port) as viewer:
+        await viewer.login(console.read_token)
+        token = (await viewer.get("/"))[1].split('name="csrf-token" content="')[1].split('"')[0]
+        resume = viewer.url(f"/api/v1/jobs/{job.id}/resume")
+        async with viewer.session.post(resume, headers={"X-CSRF-Token": token}) as api:
+            assert api.status == 403  # a read token's session is a read token
+    assert (await console.store.job(job.id)).status is JobStatus.PAUSED

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from delivery_server.http.api.admin import admin_endpoints
-from delivery_server.http.api.auth import Authenticator, FailedAttempts
+from delivery_server.http.api.auth import Authenticator, FailedAttempts, SessionLookup
 from delivery_server.http.api.emails import email_endpoints
 from delivery_server.http.api.endpoints import Call, Endpoint, EndpointRunner
 from delivery_server.http.api.jobs import job_endpoints
@@ -23,7 +23,7 @@ from delivery_server.http.api.upload import create_job
 from delivery_server.ports import Store
 from delivery_server.renderer import Renderer
 
-__all__ = ["FailedAttempts", "api_endpoints", "api_routes"]
+__all__ = ["FailedAttempts", "SessionLookup", "api_endpoints", "api_routes"]
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 
@@ -52,7 +52,9 @@ def api_routes(
     *,
     unsubscribe_ready: bool,
     attempts: FailedAttempts | None = None,
+    sessions: SessionLookup | None = None,
 ) -> list[web.RouteDef]:
-    """The aiohttp routes of ``/api/v1``, each behind the bearer-token check."""
-    runner = EndpointRunner(store, Authenticator(store, attempts))
+    """The aiohttp routes of ``/api/v1``, each behind the bearer-token check (or the
+    dashboard's session, when ``sessions`` is given)."""
+    runner = EndpointRunner(store, Authenticator(store, attempts, sessions))
     return [runner.route(e) for e in api_endpoints(renderer, unsubscribe_ready)]

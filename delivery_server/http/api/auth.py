@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -49,6 +49,15 @@ class Principal:
 
 class Unauthenticated(Exception):
     """No valid credentials (answered 401)."""
+
+
+class CsrfRefused(Exception):
+    """A session's state-changing request without the session's CSRF token (403)."""
+
+
+# The dashboard's session behind the request's cookie, as a principal (None: no live
+# session); raises ``CsrfRefused`` for an unsafe method without ``X-CSRF-Token``.
+SessionLookup = Callable[[web.Request], Awaitable[Principal | None]]
 
 
 class TooManyFailures(Exception):
@@ -107,9 +116,15 @@ def client_address(request: web.Request) -> str:
 class Authenticator:
     """Turns a request into a ``Principal`` or refuses it."""
 
-    def __init__(self, store: ConsoleStore, attempts: FailedAttempts | None = None) -> None:
+    def __init__(
+        self,
+        store: ConsoleStore,
+        attempts: FailedAttempts | None = None,
+        sessions: SessionLookup | None = None,
+    ) -> None:
         self._store = store
         self._attempts = attempts or FailedAttempts()
+        self._sessions = sessions
 
     async def principal(self, request: web.Request) -> Principal:
         """The caller, or ``Unauthenticated`` / ``TooManyFailures``."""
@@ -119,6 +134,9 @@ class Authenticator:
             raise TooManyFailures(wait)
         header = request.headers.get("Authorization")
         if header is None:
+            session = await self._sessions(request) if self._sessions is not None else None
+            if session is not None:
+                return session
             raise Unauthenticated("missing Authorization: Bearer token")
         principal = await self._bearer(header)
         if principal is None:

@@ -27,6 +27,7 @@ from delivery_server.errors import (
 )
 from delivery_server.http.api.auth import (
     Authenticator,
+    CsrfRefused,
     Principal,
     TooManyFailures,
     Unauthenticated,
@@ -128,6 +129,8 @@ class EndpointRunner:
             response = api_error(401, str(exc))
             response.headers["WWW-Authenticate"] = 'Bearer realm="delivery-server"'
             return response
+        except CsrfRefused as exc:
+            return api_error(403, str(exc))
         except TooManyFailures as exc:
             response = api_error(429, str(exc))
             response.headers["Retry-After"] = str(int(exc.retry_after) + 1)

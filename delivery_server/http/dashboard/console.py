@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from delivery_server.api_tokens import TokenScope, hashes_match
-from delivery_server.http.api.auth import FailedAttempts, Principal
+from delivery_server.http.api.auth import CsrfRefused, FailedAttempts, Principal
 from delivery_server.http.api.models import MAX_ID
 from delivery_server.http.api.rates import JobRates
 from delivery_server.http.dashboard.history import SendHistory
@@ -30,6 +30,7 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HTML_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
 JOB_ID_PATTERN = "{job_id:[0-9]{1,19}}"
 
@@ -134,6 +135,20 @@ class Console:
             self.sessions.close(session.id)
             return None
         return View(request, session, Principal(session.name, session.scope, via="session"))
+
+    async def api_session(self, request: web.Request) -> Principal | None:
+        """The session as a way into ``/api/v1`` (``http.api.auth.SessionLookup``): a
+        state-changing call must also send the session's CSRF token in ``X-CSRF-Token``
+        (pages carry it in ``<meta name="csrf-token">``)."""
+        view = await self.viewer(request)
+        if view is None:
+            return None
+        presented = request.headers.get("X-CSRF-Token")
+        if request.method not in SAFE_METHODS and not view.session.csrf_matches(presented):
+            raise CsrfRefused(
+                "a call with the dashboard's session cookie needs its CSRF token in X-CSRF-Token"
+            )
+        return view.principal
 
     def render(
         self, template: str, view: View | None = None, status: int = 200, **context: Any
