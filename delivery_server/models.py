@@ -308,6 +308,15 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """A job's settled problem emails whose ``last_error`` falls in one class."""
+
+    error_class: str  # email_records.error_class: addresses and ids replaced
+    count: int
+    example_email_id: int  # the newest of them
+
+
+@dataclass(frozen=True, slots=True)
 class JobSummary:
     """What ``jobs show`` tells an operator."""
 
@@ -316,6 +325,8 @@ class JobSummary:
     last_errors: list[tuple[int, str]]
     # Emails by what the recipient's side reported (those with no report yet are absent).
     delivery_counts: dict[DeliveryStatus, int] = field(default_factory=dict)
+    # Failed, unknown and suppressed emails by error class, the largest class first.
+    error_groups: list[ErrorGroup] = field(default_factory=list)
 
 
 class DeliveryStatus(StrEnum):

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from delivery_server.api_tokens import ApiToken, AuditEntry, TokenScope
 from delivery_server.email_listing import EmailFilter, EmailRow
+from delivery_server.email_records import AttachmentDigest, FoundEmail, StoredRecipient
 from delivery_server.mime import CheckedEmail
 from delivery_server.models import (
     Attachment,
@@ -390,6 +391,28 @@ class RetentionStore(Protocol):
         ...
 
 
+class LookupStore(Protocol):
+    """What pre-flight (``jobs check``) and ``jobs find`` read and record."""
+
+    async def recipients_page(
+        self, job_id: int, statuses: Sequence[EmailStatus], after_id: int, limit: int
+    ) -> list[StoredRecipient]:
+        """Emails of the job in ``statuses`` with ids above ``after_id``, in id order, as
+        stored (unchecked)."""
+        ...
+
+    async def record_attachment_digests(
+        self, job_id: int, digests: Sequence[AttachmentDigest]
+    ) -> int:
+        """Store what pre-flight read of attachments (the audit trail); return how many."""
+        ...
+
+    async def emails_to(self, address: str, limit: int) -> list[FoundEmail]:
+        """Up to ``limit`` emails to this address (normalised as suppression does), any
+        job, newest first."""
+        ...
+
+
 class Store(
     PublisherStore,
     EmailStore,
@@ -400,6 +423,7 @@ class Store(
     SuppressionStore,
     ConsoleStore,
     RetentionStore,
+    LookupStore,
     Protocol,
 ):
     """Everything the database does; one adapter implements it for MySQL and SQLite."""

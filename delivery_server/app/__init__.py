@@ -3,7 +3,7 @@ passes them to the core. ``adapters`` opens each adapter from the settings; ``ro
 the loops of a role; the CLI builds everything through here.
 """
 
-from delivery_server.app.adapters import open_store, upgrade_database
+from delivery_server.app.adapters import open_attachments, open_store, upgrade_database
 from delivery_server.app.roles import Listening, serve
 
-__all__ = ["Listening", "open_store", "serve", "upgrade_database"]
+__all__ = ["Listening", "open_attachments", "open_store", "serve", "upgrade_database"]

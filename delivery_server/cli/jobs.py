@@ -13,7 +13,9 @@ from typing import Any
 from rich.console import Console
 
 import delivery_server.cli.output as cli_output
+from delivery_server.cli import jobs_check, jobs_find
 from delivery_server.cli._common import (
+    EXIT_FAILURE,
     EXIT_OK,
     admin_logging,
     fail,
@@ -95,6 +97,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     create.add_argument(
         "--strict", action="store_true", help="import nothing if any row is invalid"
     )
+    create.add_argument(
+        "--check",
+        action="store_true",
+        help="pre-flight the file first (as jobs check); create nothing if anything would fail",
+    )
     create.set_defaults(handler=_create)
 
     listing = sub.add_parser("list", parents=[common, as_json], help="the most recent jobs")
@@ -144,6 +151,8 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="only emails whose last error contains TEXT (case-insensitive)",
     )
     restart.set_defaults(handler=_restart_failed)
+    jobs_check.add_command(sub, [common, as_json], job_id)
+    jobs_find.add_commands(sub, [common, as_json], job_id)
 
 
 # -- argument types ---------------------------------------------------------------------
@@ -255,6 +264,8 @@ async def _create(args: argparse.Namespace) -> int:
     )
     err = Console(stderr=True)
     async with _store(args) as store:
+        if args.check and not await jobs_check.file_passes(store, args):
+            return EXIT_FAILURE
         try:
             with cli_output.import_progress(err) as on_progress:
                 report = await create_job_from_file(store, request, on_progress)

@@ -32,6 +32,8 @@ STATUS_STYLES = {
     JobStatus.FAILED: "red",
     JobStatus.CANCELLED: "dim",
 }
+# Error classes listed by ``jobs show`` (all of them are in --json output).
+SHOWN_ERROR_GROUPS = 20
 # Provider errors sometimes quote the recipient ("550 <ann@example.com>: no such user").
 _ADDRESS = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+>?")
 
@@ -94,6 +96,14 @@ def summary_json(summary: JobSummary) -> dict[str, Any]:
         "last_errors": [
             {"email_id": email_id, "error": redact(error)}
             for email_id, error in summary.last_errors
+        ],
+        "failures_by_error": [
+            {
+                "error": group.error_class,
+                "count": group.count,
+                "example_email_id": group.example_email_id,
+            }
+            for group in summary.error_groups
         ],
     }
 
@@ -184,13 +194,23 @@ def print_summary(console: Console, summary: JobSummary) -> None:
     if any(summary.delivery_counts.values()):
         after = delivery_counts(summary)
         console.print(_counts_table("after the send", "delivery status", after))
-    if summary.last_errors:
-        errors = Table(title="last errors", title_justify="left", box=box.SIMPLE_HEAD)
-        errors.add_column("email", justify="right")
-        errors.add_column("error")
-        for email_id, error in summary.last_errors:
-            errors.add_row(str(email_id), Text(redact(error)))
-        console.print(errors)
+    if summary.error_groups:
+        console.print(_error_groups_table(summary))
+
+
+def _error_groups_table(summary: JobSummary) -> Table:
+    """Failed, unknown, suppressed and expired emails by error class, largest first."""
+    errors = Table(title="failures by error", title_justify="left", box=box.SIMPLE_HEAD)
+    errors.add_column("emails", justify="right")
+    errors.add_column("error")
+    errors.add_column("e.g. email", justify="right")
+    for group in summary.error_groups[:SHOWN_ERROR_GROUPS]:
+        errors.add_row(f"{group.count:,}", Text(group.error_class), str(group.example_email_id))
+    hidden = summary.error_groups[SHOWN_ERROR_GROUPS:]
+    if hidden:
+        rest = sum(group.count for group in hidden)
+        errors.add_row(f"{rest:,}", Text(f"... {plural(len(hidden), 'more error')} (--json)"), "")
+    return errors
 
 
 def _counts_table(title: str, column: str, counts: dict[str, int]) -> Table:

@@ -11,6 +11,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from delivery_server.adapters.store_sql.base import INSERT_BATCH, Queries, batches, count_statuses
+from delivery_server.adapters.store_sql.lookup import error_groups
 from delivery_server.adapters.store_sql.rows import job_from_row, template_from_row
 from delivery_server.adapters.store_sql.schema import email, job, template
 from delivery_server.adapters.store_sql.tracking import delivery_counts
@@ -151,8 +152,9 @@ class AdminQueries(Queries):
         return await self._db.run(read, write=False)
 
     async def job_summary(self, job_id: int) -> JobSummary:
-        """The job, its email counts by status and by delivery status, and up to ten
-        (email id, last error) pairs, newest first. No addresses."""
+        """The job, its email counts by status and by delivery status, its settled
+        problems by error class, and up to ten (email id, last error) pairs, newest
+        first. No addresses."""
 
         async def read(conn: AsyncConnection) -> JobSummary:
             current = await _job(conn, job_id)
@@ -174,6 +176,7 @@ class AdminQueries(Queries):
                 counts=counts,
                 last_errors=last_errors,
                 delivery_counts={status: delivered.get(status, 0) for status in DeliveryStatus},
+                error_groups=await error_groups(conn, job_id),
             )
 
         return await self._db.run(read, write=False)

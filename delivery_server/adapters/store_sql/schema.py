@@ -143,6 +143,8 @@ email = sa.Table(
     sa.Index("ix_delivery_email_provider_message_id", "provider_message_id"),
     # Per-job counts by delivery status: the job summary, the gauge and the brake.
     sa.Index(JOB_DELIVERY_INDEX, "job_id", "delivery_status"),
+    # ``jobs find ADDR``: a customer's emails across jobs.
+    sa.Index("ix_delivery_email_to_address", "to_address"),
     **MYSQL_TABLE_OPTIONS,
 )
 
