@@ -84,7 +84,7 @@ class SendHistory:
 def _sent_between(
     samples: list[tuple[float, int]], times: list[float], start: float, end: float
 ) -> int | None:
-    if not samples or samples[0][0] > end or samples[-1][0] < start:
+    if not samples or samples[0][0] >= start + 60 or samples[-1][0] < start:
         return None  # before the first sample or after the last: not seen
     last = bisect_right(times, end) - 1  # the latest sample by the minute's end
     # The latest by its start; when the first sample falls inside the minute, count from it.
