@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit lock bench bench-quick bench-smoke clean
+.PHONY: demo test lint typecheck unit lock bench bench-quick bench-smoke clean infra-synth infra-check
 
 # Reproducible: every package at the dev lock's version and hash (the dev, demo and bench
 # extras), then this project itself without resolving anything, built by the locked
@@ -19,7 +19,7 @@ $(STAMP): requirements-dev.lock pyproject.toml
 
 # Regenerate both locks from pyproject.toml, keeping every pin that still satisfies it
 # (make lock UPGRADE=--upgrade moves everything to the newest allowed). One universal
-# resolution serves every platform and Python 3.11+ (the image runs 3.12); the dev lock
+# resolution serves every platform and Python 3.11+ (the image runs CI's 3.11); the dev lock
 # is constrained by the production one, so both pin a shared package alike.
 LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command 'make lock' $(UPGRADE)
@@ -31,8 +31,31 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/delivery-server demo
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck infra-check
 	$(BIN)/pytest
+
+# infra/ (issue 12): the CDK app synthesized by the pinned CDK CLI (infra/package-lock.json)
+# into infra/cdk.out/ with the cdk-nag AwsSolutions checks (a finding without a reasoned
+# acknowledgement fails it); no AWS call is made, and the CLI fetches no notices and sends
+# no telemetry (this machine reaches package registries only). node and npm on PATH.
+infra/node_modules/.bin/cdk: infra/package.json infra/package-lock.json
+	cd infra && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+infra-synth: $(STAMP) infra/node_modules/.bin/cdk
+	rm -rf infra/cdk.out
+	cd infra && CDK_DISABLE_CLI_TELEMETRY=true node_modules/.bin/cdk synth --quiet \
+		--no-notices --no-version-reporting --app "$(abspath $(BIN))/python app.py"
+
+# The CDK app passes mypy --strict (the repository's settings), the synthesized templates
+# pass cfn-lint (in the stages' region, infra/cdk.json), and the
+# Prometheus rules (deploy/prometheus/) pass promtool's check and their unit tests.
+# promtool is Debian's prometheus package (.ci/run installs it).
+infra-check: infra-synth
+	$(BIN)/mypy infra/delivery_stack
+	$(BIN)/cfn-lint --regions eu-west-1 -- infra/cdk.out/*.template.json
+	promtool check rules deploy/prometheus/*.rules.yml
+	promtool test rules deploy/prometheus/*.test.yml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,6 +70,7 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 clean:
+	rm -rf infra/cdk.out infra/node_modules
 	rm -rf $(VENV) outbox demo-output delivery.db .pytest_cache .mypy_cache .ruff_cache \
 		.import_linter_cache
 

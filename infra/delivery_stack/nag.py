@@ -1,6 +1,7 @@
-"""The cdk-nag AwsSolutions findings accepted on purpose, each on the construct it is about
-and with the reason a reviewer would ask for. Anything else the checks find fails the
-synth. The reasons are written into the template's metadata (``cdk_nag``) too.
+"""The cdk-nag AwsSolutions findings (and one of CDK's own template checks) accepted on
+purpose, each on the construct it is about and with the reason a reviewer would ask for.
+Any other AwsSolutions finding fails the synth. The reasons are written into the
+template's metadata (``cdk_nag``) too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ ATTACHMENT_OBJECTS = (
     "Attachments are any object of the configured attachment buckets"
     " (DELIVERY_ATTACHMENTS_S3_BUCKETS): s3:GetObject only, on those buckets only."
 )
+# CDK's own CloudFormation validation (cfn-lint's W3010) on a new VPC's subnets.
+GIVEN_ZONES = (
+    "The zones come from the stage's availabilityZones so that a synth makes no AWS call"
+    " (a lookup would); each subnet is placed in one of them on purpose."
+)
 
 
 def _acknowledge(stack: Stack, path: str, rule: str, reason: str) -> None:
@@ -46,6 +52,11 @@ def suppress_accepted_findings(stack: Stack, stage: StageConfig) -> None:
         _acknowledge(stack, task, "ECS2", PLAIN_SETTINGS)
         _acknowledge(stack, f"{task}/ExecutionRole", "IAM5[Resource::*]", ECR_LOGIN)
     _acknowledge(stack, "ServerTask/TaskRole", "IAM5[Resource::*]", SES_ACCOUNT)
+    if stage.vpc is None:
+        vpc = stack.node.find_child("Vpc")
+        Validations.of(vpc).acknowledge(
+            Acknowledgment(id="CloudFormation-Validate::W3010", reason=GIVEN_ZONES)
+        )
     for bucket in stage.attachment_buckets:
         objects = f"Resource::arn:<AWS::Partition>:s3:::{bucket}/*"
         _acknowledge(stack, "ServerTask/TaskRole", f"IAM5[{objects}]", ATTACHMENT_OBJECTS)
