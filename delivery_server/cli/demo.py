@@ -38,6 +38,7 @@ from delivery_server.cli.demo_console import (
     DEFAULT_PORT,
     bindable_port,
     demo_token,
+    port_number,
     show_console,
     until_interrupted,
     until_listening,
@@ -110,13 +111,6 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="after the summary, keep the console up until Ctrl-C",
     )
     demo.set_defaults(handler=_demo)
-
-
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 to 65535."""
-    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
-        raise argparse.ArgumentTypeError("a port is a number from 0 to 65535")
-    return int(text)
 
 
 async def _demo(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ own database, which is recreated on every run, so it is new each time too.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import socket
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 8090
 HOST = "127.0.0.1"
 OPERATOR = "demo"  # the token's name: "who" in the audit log
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError("a port is a number from 0 to 65535")
+    return int(text)
 
 
 def bindable_port(wanted: int) -> int:

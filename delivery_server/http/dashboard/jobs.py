@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from delivery_server.errors import NotFoundError
 from delivery_server.http.api.emails import export_csv, search_emails
 from delivery_server.http.api.endpoints import Call
-from delivery_server.http.api.models import MAX_ID, MAX_JOB_PAGE, EmailSearch, ExportQuery
+from delivery_server.http.api.models import MAX_ID, EmailSearch, ExportQuery
 from delivery_server.http.dashboard.console import JOB_ID_PATTERN, Console, View
 from delivery_server.http.dashboard.history import send_chart
 from delivery_server.http.dashboard.progress import job_progress, list_progress
@@ -42,7 +42,7 @@ class JobPages:
     async def _list(self, view: View) -> dict[str, Any]:
         console = self._console
         before = _before(view)
-        jobs = await console.store.job_page(None, min(JOBS_PAGE, MAX_JOB_PAGE) + 1, before)
+        jobs = await console.store.job_page(None, JOBS_PAGE + 1, before)
         more = len(jobs) > JOBS_PAGE
         jobs = jobs[:JOBS_PAGE]
         progress = await list_progress(console.store, console.rates, console.history, jobs)
