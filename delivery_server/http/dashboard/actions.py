@@ -132,19 +132,25 @@ class Actions:
             return console.problem(view, 404, "No such job", f"There is no job {job_id}.")
         if name == "cancel":
             unsent = progress.total - progress.done
-            what = "Cancel"
+            what, button = "Cancel", "Yes, cancel the job"
             consequence = (
                 f"Its {unsent:,} emails not sent yet will be cancelled (those being sent "
                 "right now may still go). A cancelled job cannot be resumed."
             )
         else:
-            what = "Restart the failed emails of"
+            what, button = "Restart the failed emails of", "Yes, send them again"
             consequence = (
                 f"{progress.restartable:,} failed or unknown emails can be sent again; "
                 "their recipients may get the email they did not get before."
             )
         return console.render(
-            "confirm.html", view, p=progress, action=name, what=what, consequence=consequence
+            "confirm.html",
+            view,
+            p=progress,
+            action=name,
+            what=what,
+            button=button,
+            consequence=consequence,
         )
 
     async def add_suppressions(self, view: View) -> web.StreamResponse:
