@@ -98,5 +98,6 @@ def stage_config(stages: object, name: str) -> StageConfig:
         return StageConfig.model_validate({"name": name, **stages[name]})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "entry"
-        raise StageConfigError(f"{CONTEXT_KEY}.{name}.{where}: {first['msg']}") from None
+        where = "".join(f".{part}" for part in first["loc"])
+        why = str(first["msg"]).removeprefix("Value error, ")
+        raise StageConfigError(f"{CONTEXT_KEY}.{name}{where}: {why}") from None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
-from .config import StageConfig
+from .config import StageConfig, StageConfigError
 from .log_groups import log_group
 
 NEW_VPC_CIDR = "10.40.0.0/16"
@@ -113,7 +113,7 @@ def _existing_vpc(
     if len(existing.private_subnet_ids) != len(stage.availability_zones) or len(
         existing.private_subnet_route_table_ids
     ) != len(existing.private_subnet_ids):
-        raise ValueError(
+        raise StageConfigError(
             f"delivery:stages.{stage.name}.vpc: one private subnet and route table per"
             " availability zone"
         )
