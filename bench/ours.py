@@ -16,6 +16,9 @@ aiobotocore against the stand-in. What is measured, and how:
 * **exactly once**: the stand-in's accepted count and its duplicate count (by the
   ``email_id`` tag every send carries), and the database: every email ``sent``, with as
   many distinct provider message ids as emails;
+* **database**: mariadbd's process CPU per email (``db_ms_per_email``), and the statements
+  our servers sent it per email (``db_round_trips_per_email``), counted by MariaDB for the
+  user the servers connect as (``bench.dbstats``): the bench's own polling is not in it;
 * **tracking on** (``tracking=True``): the servers also run their tracker on the stand-in's
   SES events queue; the job's figures above still end with the job, and the run then waits
   until every event is recorded before it stops the servers (``bench.tracking`` says what
@@ -40,6 +43,7 @@ from typing import Any
 
 import psutil
 
+from bench.dbstats import BenchUser, UserStatements, bench_user
 from bench.processes import (
     RssSampler,
     ServerProcesses,
@@ -207,13 +211,19 @@ class CpuSnapshot:
 
 
 def _prepare(
-    args: Any, sim: SimulatorProcess, params: Mapping[str, Any], emails: int, tracking: bool
+    args: Any,
+    sim: SimulatorProcess,
+    params: Mapping[str, Any],
+    db_user: BenchUser,
+    emails: int,
+    tracking: bool,
 ) -> tuple[Workload, dict[str, str], float]:
-    """A fresh database with the job in ``draft``, a clean stand-in, the servers' settings."""
+    """A fresh database with the job in ``draft``, a clean stand-in, the servers' settings
+    (they connect as ``db_user``, whose statements MariaDB counts)."""
     database = args.database
     recreate_database(params, database)
-    db_env = {"DELIVERY_DATABASE_URL": mysql_url(params, database)}
-    upgrade_schema(base_env(db_env))
+    upgrade_schema(base_env({"DELIVERY_DATABASE_URL": mysql_url(params, database)}))
+    db_env = {"DELIVERY_DATABASE_URL": mysql_url(db_user.server_params, database)}
     created = time.perf_counter()
     work = create_schema_and_job(
         params,
@@ -258,7 +268,21 @@ def run_ours(
     With ``tracking`` the servers consume the stand-in's events queue (``sim`` must
     publish events), and the run waits until every event is recorded (bounded by
     ``args.timeout``) before it stops them; the job's own figures end with the job."""
-    work, env, create_s = _prepare(args, sim, params, emails, tracking)
+    with bench_user(params, args.database) as db_user:
+        return _run_ours(args, sim, params, run_dir, db_user, emails=emails, tracking=tracking)
+
+
+def _run_ours(
+    args: Any,
+    sim: SimulatorProcess,
+    params: Mapping[str, Any],
+    run_dir: Path,
+    db_user: BenchUser,
+    *,
+    emails: int,
+    tracking: bool,
+) -> dict[str, Any]:
+    work, env, create_s = _prepare(args, sim, params, db_user, emails, tracking)
     servers = ServerProcesses(env, run_dir, args.servers)
     services = service_processes()
     tracked: dict[str, Any] = {}
@@ -273,12 +297,14 @@ def run_ours(
         if args.py_spy:
             for index, proc in enumerate(servers.procs):
                 profiles.enter_context(py_spy(proc.pid, run_dir / f"server-{index}.pyspy.txt"))
+        statements_before = db_user.statements()
         before = CpuSnapshot.take(procs, services, sim)
         with RssSampler(procs) as rss:
             started = set_processing(work)
             status = wait_finished(work, servers, sim, time.monotonic() + args.timeout)
             ended = time.time()
         after = CpuSnapshot.take(procs, services, sim)
+        statements = _statements_since(db_user, statements_before)
         if tracking:
             drain = wait_ingested(work, sim, servers, time.monotonic() + args.timeout)
             tracked = figures(work, sim, servers, drain)
@@ -327,6 +353,11 @@ def run_ours(
         "simulator_cpu_s": round(sim_cpu, 2),
         "other_cpu_s": round(max(0.0, machine_busy - cpu - mariadb_cpu - sim_cpu), 2),
         "machine_cpu_s": round(machine_busy, 2),
+        "db_ms_per_email": round(mariadb_cpu / sent * 1000, 3) if sent else None,
+        "db_round_trips_per_email": (
+            round(statements.statements / sent, 3) if statements and sent else None
+        ),
+        "db_statements": statements.as_dict() if statements else None,
         "simulator_accepted": sent_log["count"],
         "simulator_duplicates": sent_log["duplicates"],
         "exactly_once": exactly_once,
@@ -337,6 +368,12 @@ def run_ours(
         **tracked,
         **checks,
     }
+
+
+def _statements_since(db_user: BenchUser, before: UserStatements | None) -> UserStatements | None:
+    """The servers' statements since ``before`` (None when MariaDB does not count them)."""
+    now = db_user.statements()
+    return now.since(before) if now is not None and before is not None else None
 
 
 def _busy(times: Any) -> float:

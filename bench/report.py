@@ -11,7 +11,7 @@ from typing import Any
 
 HEADER = (
     "| run | emails | emails/s | CPU s per 1,000 | emails per CPU-s | peak RSS MB "
-    "| first send s | notes |"
+    "| first send s | DB CPU-ms per email | DB round trips per email | notes |"
 )
 PEER_NAMES = {"celery": "Celery", "eed": "EED model (old job manager)"}
 
@@ -59,7 +59,9 @@ def _ours_row(ours: dict[str, Any]) -> str:
     return (
         f"| {label} | {_fmt(ours['emails'])} | {_fmt(ours['emails_per_s'])} "
         f"| {_fmt(ours['cpu_s_per_1000'], 2)} | {_fmt(ours['emails_per_cpu_s'])} "
-        f"| {_fmt(ours['peak_rss_mb'])} | {_fmt(ours['first_send_s'], 2)} | {notes} |"
+        f"| {_fmt(ours['peak_rss_mb'])} | {_fmt(ours['first_send_s'], 2)} "
+        f"| {_fmt(ours.get('db_ms_per_email'), 3)} "
+        f"| {_fmt(ours.get('db_round_trips_per_email'), 3)} | {notes} |"
     )
 
 
@@ -67,7 +69,7 @@ def _floor_row(label: str, floor: dict[str, Any], notes: str) -> str:
     per_1000 = _fmt(_per_1000(floor["cpu_s"], floor["calls"]), 2)
     return (
         f"| {label} | {_fmt(floor['calls'])} calls | {_fmt(floor['calls_per_s'])} | {per_1000} "
-        f"| {_fmt(floor['calls_per_cpu_s'])} | — | — | {notes} |"
+        f"| {_fmt(floor['calls_per_cpu_s'])} | — | — | — | — | {notes} |"
     )
 
 
@@ -94,9 +96,17 @@ def _peer_rows(peers: dict[str, dict[str, Any]]) -> list[str]:
             f"| {PEER_NAMES[key]} | {_fmt(peer['emails'])} | {_fmt(peer['emails_per_s'])} "
             f"| {_fmt(_per_1000(peer['cpu_s'], peer['sent']), 2)} "
             f"| {_fmt(peer['emails_per_cpu_s'])} | {_fmt(peer['peak_rss_mb'])} "
-            f"| {_fmt(peer.get('first_send_s'), 2)} | {notes[key](peer)} |"
+            f"| {_fmt(peer.get('first_send_s'), 2)} | {_fmt(_peer_db_ms(peer), 3)} | — "
+            f"| {notes[key](peer)} |"
         )
     return rows
+
+
+def _peer_db_ms(peer: dict[str, Any]) -> float | None:
+    """MariaDB's CPU-ms per email while the peer ran (its job table lives there too)."""
+    services = peer.get("service_cpu_s") or {}
+    cpu = sum(v for k, v in services.items() if k.startswith(("mariadbd", "mysqld")))
+    return cpu / peer["sent"] * 1000 if cpu and peer.get("sent") else None
 
 
 def services_line(ours: dict[str, Any], nproc: int | None) -> str:
@@ -108,6 +118,20 @@ def services_line(ours: dict[str, Any], nproc: int | None) -> str:
         f"{_fmt(ours['mariadb_cpu_s'], 1)} CPU-s, stand-in {_fmt(ours['simulator_cpu_s'], 1)} "
         f"CPU-s, our servers {_fmt(ours['cpu_s'], 1)} CPU-s, everything else on the machine "
         f"{_fmt(ours['other_cpu_s'], 1)} CPU-s (of {_fmt(available, 0)} available)."
+        + _statements_note(ours)
+    )
+
+
+def _statements_note(ours: dict[str, Any]) -> str:
+    """The servers' statements as MariaDB counted them (``bench.dbstats``)."""
+    counted = ours.get("db_statements")
+    if not counted:
+        return " MariaDB kept no user statistics: no statement counts."
+    return (
+        f" Our servers' statements: {_fmt(counted['statements'])} (SELECT "
+        f"{_fmt(counted['selects'])}, INSERT/UPDATE/DELETE {_fmt(counted['updates'])}, "
+        f"other incl. COMMIT {_fmt(counted['others'])}), MariaDB's threads serving them "
+        f"{_fmt(counted['cpu_s'], 1)} CPU-s."
     )
 
 
@@ -139,7 +163,7 @@ def tracking_line(ours: dict[str, Any], off: dict[str, Any] | None) -> str:
 def table(report: dict[str, Any]) -> str:
     ours, floor = report["ours"], report["floor"]
     off = report.get("ours_tracking_off")
-    rows = [HEADER, "|---|--:|--:|--:|--:|--:|--:|---|", _ours_row(ours)]
+    rows = [HEADER, "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|", _ours_row(ours)]
     if off is not None:
         rows.append(_ours_row(off))
     before, after = floor["before_calls_per_cpu_s"], floor["after_calls_per_cpu_s"]
@@ -172,7 +196,8 @@ def table(report: dict[str, Any]) -> str:
 
 
 def result_line(report: dict[str, Any]) -> str:
-    """``RESULT ...``: the keys of issue 5 first, in their order; tracking's at the end."""
+    """``RESULT ...``: the keys of issue 5 first, in their order; tracking's after them,
+    then the database's per email (issue 14)."""
     ours, floor = report["ours"], report["floor"]
     off = report.get("ours_tracking_off")
     celery = report.get("peers", {}).get("celery")
@@ -184,5 +209,7 @@ def result_line(report: dict[str, Any]) -> str:
         f"peak_rss_mb={_plain(ours['peak_rss_mb'])} "
         f"first_send_s={_plain(ours['first_send_s'], 2)} "
         f"events_per_s={_plain(ours.get('events_per_s'))} "
-        f"emails_per_s_tracking_off={_plain(off and off['emails_per_s'])}"
+        f"emails_per_s_tracking_off={_plain(off and off['emails_per_s'])} "
+        f"db_ms_per_email={_plain(ours.get('db_ms_per_email'), 3)} "
+        f"db_round_trips_per_email={_plain(ours.get('db_round_trips_per_email'), 3)}"
     )

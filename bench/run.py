@@ -23,13 +23,16 @@
 Prints a table, the command that reproduces it, and ends with exactly one line:
 
     RESULT emails_per_s=X ratio_to_floor=Y ratio_to_celery=Z peak_rss_mb=M first_send_s=F
-           events_per_s=E emails_per_s_tracking_off=T
+           events_per_s=E emails_per_s_tracking_off=T db_ms_per_email=D
+           db_round_trips_per_email=Q
 
 (on one line). Every figure but the last is of the run with tracking on;
 ``ratio_to_floor`` = our emails per CPU-second / raw send calls per CPU-second;
 ``ratio_to_celery`` = our emails per CPU-second / Celery's (``na`` with ``--skip-peers``);
 ``events_per_s`` = SES events recorded per second; ``emails_per_s_tracking_off`` = the
-tracking-off run's emails/s (``na`` with ``--tracking-off-emails 0``).
+tracking-off run's emails/s (``na`` with ``--tracking-off-emails 0``);
+``db_ms_per_email`` = mariadbd's CPU-ms per email, ``db_round_trips_per_email`` = the
+statements our servers sent MariaDB per email (``bench.dbstats``), both over the job.
 Exit code 1 when any email was not sent exactly once, an event was not recorded, or a
 part did not finish.
 Every part is bounded (``--timeout`` per part); every child process is stopped on exit.
