@@ -11,6 +11,7 @@ the core decides what to do from the class alone, and the CLI maps them onto exi
         PermanentError              retrying cannot help: the email fails at once
             ConflictError           an admin action the current state forbids
             MalformedEventError     an SES event message that cannot be read
+            RecipientOptedOutError  the recipient opted out at the provider: suppressed
         RetryableError              transient: costs one attempt, then backoff
             ProviderUnreachableError    nothing left: not an attempt, sending pauses
         ThrottledError              slow down: not an attempt
@@ -43,6 +44,10 @@ What a send's error means for the email (``retry.decide``):
 ``AccountPausedError``
     Sending is stopped for the whole account (SES sending paused, account suspended).
     Not an attempt: every consumer pauses instead of burning attempts.
+``RecipientOptedOutError`` (a ``PermanentError``)
+    The provider keeps the recipient on its own opt-out list (SNS for SMS): the email
+    becomes ``suppressed``, never sent and not an attempt, and the recipient goes on our
+    suppression list.
 ``UncertainSendError``
     The send request may have reached the provider but no answer came back (a read
     timeout or a dropped connection after the request was written). The email becomes
@@ -70,6 +75,7 @@ __all__ = [
     "NotFoundError",
     "PermanentError",
     "ProviderUnreachableError",
+    "RecipientOptedOutError",
     "RecipientsFileError",
     "RetryableError",
     "SnsMessageRefused",
@@ -166,6 +172,12 @@ class MalformedEventError(PermanentError):
     Redelivering it cannot help; the message names what was wrong and never repeats the
     payload (it carries recipient addresses).
     """
+
+
+class RecipientOptedOutError(PermanentError):
+    """The recipient is on the provider's own opt-out list (SNS's, for SMS): nothing was
+    sent. The email becomes ``suppressed`` and the recipient goes on the suppression
+    list; a pipeline that does not know this class fails the email at once (permanent)."""
 
 
 class InvalidTokenError(DeliveryError):
