@@ -23,7 +23,9 @@ SNS takes at most 1600 bytes per ``Publish`` (a septet is 7 bits, a UTF-16 unit 
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -152,3 +154,31 @@ def check_sms_body(text: str, max_segments: int) -> SmsSegments:
             f"SMS body is {counted.describe()}, over the job's cap of {max_segments}"
         )
     return counted
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingSms:
+    """One rendered SMS, checked: an E.164 number, a body within SNS's size and the job's
+    cap, and what it costs. The sender sends it as it is; embedded mode writes it to the
+    outbox as ``<job_id>-<email_id>.sms.json`` (``channels.OutboxForm``)."""
+
+    job_id: int
+    email_id: int
+    phone: str
+    body: str
+    segments: SmsSegments
+
+    @property
+    def outbox_stem(self) -> str:
+        return f"{self.job_id}-{self.email_id}"
+
+    def outbox_files(self) -> Sequence[tuple[str, bytes]]:
+        document = {
+            "job_id": self.job_id,
+            "email_id": self.email_id,
+            "phone": self.phone,
+            "body": self.body,
+            "encoding": self.segments.encoding.value,
+            "segments": self.segments.segments,
+        }
+        return ((".sms.json", json.dumps(document, ensure_ascii=False, indent=2).encode()),)
