@@ -7,6 +7,7 @@ the core decides what to do from the class alone, and the CLI maps them onto exi
     DeliveryError
         ConfigError                 a bad or missing setting, named in the message
         UsageError                  command arguments that cannot work together
+            TargetRefusedError      a channel's --target the settings do not allow
         NotFoundError               no such job, template or email
         PermanentError              retrying cannot help: the email fails at once
             ConflictError           an admin action the current state forbids
@@ -80,6 +81,7 @@ __all__ = [
     "RetryableError",
     "SnsMessageRefused",
     "SnsRefusal",
+    "TargetRefusedError",
     "TemplateFileError",
     "ThrottledError",
     "UncertainSendError",
@@ -129,6 +131,11 @@ class UncertainSendError(DeliveryError):
 
 class UsageError(DeliveryError):
     """A command was called with arguments that cannot work together (exit code 2)."""
+
+
+class TargetRefusedError(UsageError):
+    """A job's ``--target`` (or ``--channel``) that the settings do not allow; the message
+    names the setting (``DELIVERY_WEBHOOK_HOSTS``, ``DELIVERY_DROP_S3_BUCKETS``, …)."""
 
 
 class ConflictError(PermanentError):

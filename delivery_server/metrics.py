@@ -5,6 +5,8 @@ Labels carry states and outcomes only, never recipient data.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from delivery_server.models import DeliveryStatus, EmailStatus, JobStatus
@@ -40,6 +42,16 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # The same outcomes by channel (email, sms, s3, sftp, webhook; "none" when the job's
+        # channel is off on this server). A counter of its own: the channel-blind series
+        # above stay as dashboards and alert rules read them.
+        self.channel_attempts = Counter(
+            "delivery_channel_attempts",
+            "Send attempts by channel and outcome (the outcomes of delivery_send_attempts).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self._channel_children: dict[tuple[str, str], Any] = {}
         self.send_duration = Histogram(
             "delivery_send_duration_seconds",
             "Time of one provider send call.",
@@ -97,6 +109,15 @@ class Metrics:
         )
         for delivery_status in DeliveryStatus:
             self.emails_delivery.labels(status=delivery_status.value)
+
+    def count_channel(self, channel: str, outcome: str) -> None:
+        """Count one send attempt's outcome under its channel (children cached: this is
+        on every send's path)."""
+        child = self._channel_children.get((channel, outcome))
+        if child is None:
+            child = self.channel_attempts.labels(channel=channel, outcome=outcome)
+            self._channel_children[(channel, outcome)] = child
+        child.inc()
 
     def count_event(self, event_type: str) -> None:
         """Count one accepted SES event under its type (or "other")."""

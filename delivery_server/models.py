@@ -185,6 +185,10 @@ class Job:
     # ``EmailStore.template``); None until then.
     template_version: int | None = None
     send_by: datetime | None = None  # emails not sent by then become ``expired``
+    # What its emails are delivered through (DESIGN §12) and, for drops and webhooks,
+    # where: the recipient value in ``to_address`` is read against it.
+    channel: str = "email"
+    target: str | None = None
 
     def deadline_passed(self, now: datetime) -> bool:
         """Whether it is too late to send its emails (``send_by`` has come)."""

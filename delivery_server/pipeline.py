@@ -6,6 +6,9 @@ ends without one), and of the email row (sent, queued again, failed, unknown, ex
 The email row is written first: a message must not come back before its email is
 ``queued`` again. The core decides from the error class alone (``retry.decide``).
 
+The job's channel (``channels``: email, sms, s3, sftp, webhook) renders and sends; every
+channel is settled the same way, by error class, and paced by its own send gate.
+
 An email renders with its job's pinned template version (``renderer.TemplateCache``)
 and records that version with its outcome. Its job's ``send_by`` is checked at the
 claim and again just before the send: an email is never sent after it.
@@ -18,9 +21,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import structlog
 
+from delivery_server.channels import Channel, Channels
 from delivery_server.errors import (
     AccountPausedError,
     DeliveryError,
@@ -29,24 +34,19 @@ from delivery_server.errors import (
     RetryableError,
 )
 from delivery_server.metrics import Metrics
-from delivery_server.mime import CheckedEmail
 from delivery_server.models import (
     ClaimedEmail,
     ClaimOutcome,
     Delivery,
     EmailStatus,
     FailureKind,
-    OutgoingEmail,
     QueueMessage,
-    Template,
     utcnow,
 )
-from delivery_server.ports import AttachmentLoader, EmailStore, Sender
-from delivery_server.renderer import Renderer, TemplateCache
+from delivery_server.ports import EmailStore
+from delivery_server.renderer import TemplateCache
 from delivery_server.retry import Action, compute_backoff, decide, retry_until
-from delivery_server.sendgate import SendGate
 from delivery_server.settlement import Settlement, Settlements
-from delivery_server.suppression import UnsubscribeLinks
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +63,6 @@ class PipelinePolicy:
     lease_seconds: float
     max_attempts: int
     retry_base_delay: float
-    # Where the one-click unsubscribe links of jobs that opt in point; None: not set up.
-    unsubscribe: UnsubscribeLinks | None = None
 
 
 class _Stage(Enum):
@@ -79,20 +77,14 @@ class Pipeline:
         self,
         store: EmailStore,
         settlements: Settlements,
-        sender: Sender,
-        attachments: AttachmentLoader,
-        renderer: Renderer,
+        channels: Channels,
         metrics: Metrics,
-        gate: SendGate,
         policy: PipelinePolicy,
     ) -> None:
         self._store = store
         self._settlements = settlements
-        self._sender = sender
-        self._attachments = attachments
-        self._renderer = renderer
+        self._channels = channels
         self._metrics = metrics
-        self._gate = gate
         self._policy = policy
         self._templates = TemplateCache(store)
 
@@ -118,9 +110,11 @@ class Pipeline:
             await settlement.delete()
             return
         bound = log.bind(job_id=message.job_id, email_id=message.email_id)
-        if self._gate.paused_for() > 0:
-            # Sending is stopped account-wide: don't claim, don't burn an attempt.
-            await settlement.retry_after(int(self._gate.paused_for()) + 1)
+        paused_for = self._channels.paused_for(message.job_id)
+        if paused_for > 0:
+            # Its channel's sending is stopped account-wide: don't claim, don't burn an
+            # attempt.
+            await settlement.retry_after(int(paused_for) + 1)
             return
         try:
             result = await self._store.claim(message.email_id, self._policy.lease_seconds)
@@ -163,22 +157,24 @@ class Pipeline:
         email, job = claimed.email, claimed.job
         rendered_with: int | None = None  # the template version, once there is one
         provider_id: str | None = None
+        channel: Channel[Any] | None = None
         try:
+            channel = self._channels.of_job(job.id, job.channel)
             template = await self._templates.resolve(
                 job.template_name, email.locale, job.template_version
             )
             rendered_with = template.version
-            outgoing = await self._prepare(claimed, template)
-            await self._gate.wait_for_token()
+            outgoing = await channel.renderer.render(claimed, template)
+            await channel.gate.wait_for_token()
             # The send rate or a slow attachment may have held it past its job's send_by.
             if not job.deadline_passed(utcnow()):
                 stage = _Stage.SENDING
-                provider_id = await self._send(outgoing)
+                provider_id = await self._send(channel, outgoing)
         except asyncio.CancelledError:
             await self._settle_cancelled(email.id, settlement, stage, bound, rendered_with)
             raise
         except Exception as exc:  # every failure is settled by class (retry.decide)
-            await self._settle_failure(claimed, settlement, exc, bound, rendered_with)
+            await self._settle_failure(claimed, channel, settlement, exc, bound, rendered_with)
             return
         if provider_id is None:
             await self._settle_expired(email.id, settlement, bound)
@@ -187,55 +183,29 @@ class Pipeline:
         await self._record(
             lambda: self._store.mark_sent(email.id, sent, utcnow(), rendered_with), bound
         )
-        self._gate.on_success()
+        channel.gate.on_success()
         self._metrics.emails_sent.inc()
-        self._metrics.send_attempts.labels(outcome="sent").inc()
+        self._count(channel, "sent")
         bound.debug("email_sent", attempt=claimed.email.attempts)
         await settlement.delete()
 
-    async def _send(self, outgoing: CheckedEmail) -> str:
+    async def _send(self, channel: Channel[Any], outgoing: object) -> str:
         started = time.perf_counter()
         try:
-            return await self._sender.send(outgoing)
+            return await channel.sender.send(outgoing)
         finally:
             self._metrics.send_duration.observe(time.perf_counter() - started)
 
-    async def _prepare(self, claimed: ClaimedEmail, template: Template) -> CheckedEmail:
-        email, job = claimed.email, claimed.job
-        content = self._renderer.render(template, email.variables)
-        attachments = tuple(
-            await asyncio.gather(*(self._attachments.load(ref) for ref in email.attachments))
-        )
-        # Every header is checked here, once; the sender trusts the CheckedEmail it gets.
-        outgoing = OutgoingEmail(
-            from_address=job.from_address,
-            to_address=email.to_address,
-            subject=content.subject,
-            text_body=content.text_body,
-            html_body=content.html_body,
-            reply_to=job.reply_to,
-            attachments=attachments,
-            email_id=email.id,
-            job_id=job.id,
-            headers=self._list_headers(claimed),
-        )
-        return CheckedEmail(outgoing)
-
-    def _list_headers(self, claimed: ClaimedEmail) -> tuple[tuple[str, str], ...]:
-        if not claimed.job.unsubscribe:
-            return ()
-        if self._policy.unsubscribe is None:
-            # The job was promised links (jobs create checks the settings); sending
-            # without them would break that promise on every email.
-            raise PermanentError(
-                "the job asks for unsubscribe links but this server has no "
-                "DELIVERY_PUBLIC_URL and DELIVERY_UNSUBSCRIBE_SECRET"
-            )
-        return self._policy.unsubscribe.headers(claimed.email.id)
+    def _count(self, channel: Channel[Any] | None, outcome: str) -> None:
+        """One attempt's outcome, in the channel-blind counter dashboards read and in
+        the per-channel one."""
+        self._metrics.send_attempts.labels(outcome=outcome).inc()
+        self._metrics.count_channel(channel.name if channel is not None else "none", outcome)
 
     async def _settle_failure(
         self,
         claimed: ClaimedEmail,
+        channel: Channel[Any] | None,
         settlement: Settlement,
         exc: Exception,
         bound: structlog.typing.FilteringBoundLogger,
@@ -253,7 +223,7 @@ class Pipeline:
                 lambda: self._store.mark_retry(email_id, error, count_attempt=True), bound
             )
             await settlement.retry_after(round(decision.delay))
-            self._metrics.send_attempts.labels(outcome="retry").inc()
+            self._count(channel, "retry")
             bound.info(
                 "email_retry",
                 attempt=claimed.email.attempts,
@@ -265,17 +235,22 @@ class Pipeline:
                 lambda: self._store.mark_retry(email_id, error, count_attempt=False), bound
             )
             await settlement.retry_after(round(decision.delay))
+            # Only a channel's own sender raises these, so there is a channel (and gate).
+            gate = channel.gate if channel is not None else None
             if isinstance(exc, AccountPausedError):
-                self._gate.pause_account()
-                self._metrics.send_attempts.labels(outcome="paused").inc()
+                if gate is not None:
+                    gate.pause_account()
+                self._count(channel, "paused")
                 bound.error("account_sending_paused", error=str(exc)[:200])
             elif isinstance(exc, ProviderUnreachableError):
-                self._gate.on_unreachable()
-                self._metrics.send_attempts.labels(outcome="unreachable").inc()
+                if gate is not None:
+                    gate.on_unreachable()
+                self._count(channel, "unreachable")
                 bound.warning("provider_unreachable", error=str(exc)[:200])
             else:
-                self._gate.on_throttled()
-                self._metrics.send_attempts.labels(outcome="throttled").inc()
+                if gate is not None:
+                    gate.on_throttled()
+                self._count(channel, "throttled")
         elif decision.action is Action.UNKNOWN:
             await self._record(
                 lambda: self._store.mark_final(email_id, EmailStatus.UNKNOWN, error, rendered_with),
@@ -283,7 +258,7 @@ class Pipeline:
             )
             await settlement.delete()
             self._metrics.emails_unknown.inc()
-            self._metrics.send_attempts.labels(outcome="unknown").inc()
+            self._count(channel, "unknown")
             bound.warning("email_unknown", error=type(exc).__name__)
         else:
             await self._record(
@@ -294,7 +269,7 @@ class Pipeline:
             )
             await settlement.delete()
             self._metrics.emails_failed.inc()
-            self._metrics.send_attempts.labels(outcome="failed").inc()
+            self._count(channel, "failed")
             bound.info("email_failed", attempt=claimed.email.attempts, error=type(exc).__name__)
 
     async def _unqueue_paused(

@@ -219,9 +219,12 @@ class AdminStore(Protocol):
         scheduled_at: datetime | None = None,
         unsubscribe: bool = False,
         send_by: datetime | None = None,
+        channel: str = "email",
+        target: str | None = None,
     ) -> Job:
         """Create a job in ``draft`` (``unsubscribe``: its emails carry one-click links;
-        ``send_by``: emails not sent by then become ``expired``)."""
+        ``send_by``: emails not sent by then become ``expired``; ``channel``, ``target``:
+        what and where it delivers through, DESIGN §12)."""
         ...
 
     async def add_emails(self, job_id: int, emails: Iterable[NewEmail]) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -71,6 +72,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined, autoescape=True, keep_trailing_newline=True
         )
         self._cache: dict[tuple[str, str, int], _Compiled] = {}
+        self._names: dict[tuple[str, str, int], frozenset[str]] = {}
 
     def _compile(self, template: Template) -> _Compiled:
         key = (template.name, template.locale, template.version)
@@ -95,6 +97,30 @@ class Renderer:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = compiled
         return compiled
+
+    def variable_names(self, template: Template) -> frozenset[str]:
+        """The top-level variables the template's parts name (what a webhook passes on
+        beside the rendered text); a syntax error is permanent, as in ``render``."""
+        key = (template.name, template.locale, template.version)
+        names = self._names.get(key)
+        if names is None:
+            sources = (template.subject, template.text_body, template.html_body or "")
+            try:
+                names = frozenset().union(
+                    *(
+                        jinja2.meta.find_undeclared_variables(self._text_env.parse(source))
+                        for source in sources
+                    )
+                )
+            except jinja2.TemplateSyntaxError as exc:
+                raise PermanentError(
+                    f"template {template.name!r} has a syntax error on line {exc.lineno}: "
+                    f"{exc.message}"
+                ) from exc
+            if len(self._names) >= _MAX_CACHED:
+                self._names.pop(next(iter(self._names)))
+            self._names[key] = names
+        return names
 
     def render(self, template: Template, variables: Mapping[str, Any]) -> RenderedContent:
         """Render all parts; a missing variable or a sandbox violation is permanent."""

@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     # Finished jobs' personal data (addresses, variables, attachment refs) is erased this
     # many days after they finished (``db purge``, and the publishers' daily pass).
     retention_days: int = Field(default=90, ge=1, le=36_500)
+    # Channels (DESIGN §12): where a job's --target may point. Comma-separated; empty
+    # refuses every target of that channel at ``jobs create`` and again at the send.
+    drop_s3_buckets: str = ""
+    drop_sftp_hosts: str = ""
+    webhook_hosts: str = ""
+    # Tests and laptops only: webhook hosts resolving to loopback, private, link-local
+    # (cloud metadata) or other non-public addresses are refused unless this is on.
+    webhook_allow_private: bool = False
+    # The key each webhook job's signing secret is derived from (HMAC per job id).
+    webhook_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -136,6 +146,9 @@ class Settings(BaseSettings):
         secret = self.unsubscribe_secret
         if secret is not None and len(secret.get_secret_value().encode()) < 32:
             raise ValueError("unsubscribe_secret: must be at least 32 bytes (a random key)")
+        hook = self.webhook_secret
+        if hook is not None and len(hook.get_secret_value().encode()) < 32:
+            raise ValueError("webhook_secret: must be at least 32 bytes (a random key)")
 
     @property
     def topic_arns(self) -> frozenset[str]:
@@ -159,9 +172,29 @@ class Settings(BaseSettings):
             )
 
     @property
+    def drop_s3_bucket_set(self) -> frozenset[str]:
+        """Buckets an ``s3`` job's ``--target`` may name."""
+        return _names(self.drop_s3_buckets)
+
+    @property
+    def drop_sftp_host_set(self) -> frozenset[str]:
+        """Hosts (lower case, ``host`` or ``host:port``) an ``sftp`` job may name."""
+        return frozenset(name.lower() for name in _names(self.drop_sftp_hosts))
+
+    @property
+    def webhook_host_set(self) -> frozenset[str]:
+        """Hosts (lower case) a ``webhook`` job's URL may name."""
+        return frozenset(name.lower() for name in _names(self.webhook_hosts))
+
+    @property
     def s3_buckets(self) -> frozenset[str]:
         """Buckets that ``s3:`` attachments may be read from."""
         return frozenset(b.strip() for b in self.attachments_s3_buckets.split(",") if b.strip())
+
+
+def _names(listed: str) -> frozenset[str]:
+    """A comma-separated setting as a set of its non-empty, stripped entries."""
+    return frozenset(name.strip() for name in listed.split(",") if name.strip())
 
 
 def _with_file(config_file: Path) -> type[Settings]:

@@ -61,7 +61,7 @@ class OutboxSender:
         else:
             stem = uuid.uuid4().hex
         try:
-            name = await asyncio.to_thread(_write_new_file, self.directory, stem, raw)
+            name = await asyncio.to_thread(write_new_file, self.directory, stem, raw)
         except OSError as exc:
             # Nothing is visible under a final name when the write fails: safe to retry.
             raise RetryableError(f"outbox write failed ({type(exc).__name__})") from None
@@ -91,8 +91,8 @@ def _events_of(
     return raw_event_bodies(outcome_events(mail, now))
 
 
-def _write_new_file(directory: Path, stem: str, data: bytes) -> str:
-    """Write ``data`` to a new ``<stem>[.n].eml`` file atomically; return its name."""
+def write_new_file(directory: Path, stem: str, data: bytes, suffix: str = ".eml") -> str:
+    """Write ``data`` to a new ``<stem>[.n]<suffix>`` file atomically; return its name."""
     directory.mkdir(parents=True, exist_ok=True)
     temp = directory / f".{stem}.{uuid.uuid4().hex}.tmp"
     try:
@@ -101,7 +101,7 @@ def _write_new_file(directory: Path, stem: str, data: bytes) -> str:
             handle.flush()
             os.fsync(handle.fileno())
         for copy in range(1, 10_000):
-            name = f"{stem}.eml" if copy == 1 else f"{stem}.{copy}.eml"
+            name = f"{stem}{suffix}" if copy == 1 else f"{stem}.{copy}{suffix}"
             if _place(temp, directory / name):
                 return name
         raise FileExistsError("too many copies of one email in the outbox")

@@ -10,12 +10,8 @@ from typing import Literal
 import structlog
 
 from delivery_server.adapters.sender_outbox import EventSink
-from delivery_server.app.adapters import (
-    open_attachments,
-    open_queue,
-    open_sender,
-    open_store,
-)
+from delivery_server.app.adapters import open_queue, open_store
+from delivery_server.app.channels import ChannelContext, open_channels
 from delivery_server.app.tracking import (
     EventsQueue,
     open_api_listener,
@@ -23,6 +19,7 @@ from delivery_server.app.tracking import (
     recorder_for,
     tracker_for,
 )
+from delivery_server.channels import Channels
 from delivery_server.consumer import Consumer
 from delivery_server.errors import ConfigError
 from delivery_server.fleet import FleetRate
@@ -32,7 +29,7 @@ from delivery_server.lifecycle import stop_on_signals
 from delivery_server.loops import wait_or_stop
 from delivery_server.metrics import Metrics
 from delivery_server.pipeline import Pipeline, PipelinePolicy
-from delivery_server.ports import Queue, Sender, Store
+from delivery_server.ports import Queue, Store
 from delivery_server.publisher import Publisher
 from delivery_server.reconciler import Reconciler
 from delivery_server.renderer import Renderer
@@ -194,25 +191,23 @@ async def _consume(
     stop: asyncio.Event,
     events: EventSink | None,
 ) -> None:
-    sender = await stack.enter_async_context(open_sender(settings, events=events))
-    attachments = await stack.enter_async_context(open_attachments(settings))
+    gate = SendGate()  # the email channel's: the fleet shares out the account's rate on it
+    context = ChannelContext(
+        settings, events, Renderer(settings.max_rendered_bytes), gate, _unsubscribe_links(settings)
+    )
+    channels = await stack.enter_async_context(open_channels(context))
     settlements = Settlements(queue)
-    gate = SendGate()
     metrics.sending_paused.set_function(lambda: 1.0 if gate.paused_for() > 0 else 0.0)
-    fleet = await _join_fleet(settings, store, sender, gate, heartbeats)
+    fleet = await _join_fleet(settings, store, channels, gate, heartbeats)
     pipeline = Pipeline(
         store,
         settlements,
-        sender,
-        attachments,
-        Renderer(settings.max_rendered_bytes),
+        channels,
         metrics,
-        gate,
         PipelinePolicy(
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
             retry_base_delay=settings.retry_base_delay,
-            unsubscribe=_unsubscribe_links(settings),
         ),
     )
     consumer = Consumer(
@@ -245,11 +240,12 @@ def _unsubscribe_links(settings: Settings) -> UnsubscribeLinks | None:
 
 
 async def _join_fleet(
-    settings: Settings, store: Store, sender: Sender, gate: SendGate, heartbeats: Heartbeats
+    settings: Settings, store: Store, channels: Channels, gate: SendGate, heartbeats: Heartbeats
 ) -> FleetRate | None:
-    """Share the account's send rate (DELIVERY_MAX_SEND_RATE, else what the provider says)
+    """Share the email account's send rate (DELIVERY_MAX_SEND_RATE, else what SES says)
     among the live sending processes; None when there is no rate to respect."""
-    total = settings.max_send_rate or await sender.max_send_rate()
+    email = channels.get("email")
+    total = settings.max_send_rate or (await email.sender.max_send_rate() if email else None)
     if not total:
         return None
     fleet = FleetRate(store, gate, heartbeats, total_rate=total)

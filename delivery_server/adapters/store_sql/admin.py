@@ -65,8 +65,11 @@ class AdminQueries(Queries):
         scheduled_at: datetime | None = None,
         unsubscribe: bool = False,
         send_by: datetime | None = None,
+        channel: str = "email",
+        target: str | None = None,
     ) -> Job:
-        """Create a job in ``draft`` (``send_by``: emails not sent by then expire)."""
+        """Create a job in ``draft`` (``send_by``: emails not sent by then expire;
+        ``channel`` and ``target``: what and where it delivers through)."""
         values: dict[str, Any] = {
             "name": name,
             "status": JobStatus.DRAFT,
@@ -76,6 +79,8 @@ class AdminQueries(Queries):
             "scheduled_at": scheduled_at,
             "unsubscribe": unsubscribe,
             "send_by": send_by,
+            "channel": channel,
+            "target": target,
             "created_at": utcnow(),
             "total_count": 0,
             "sent_count": 0,

@@ -114,6 +114,8 @@ class MappedSqlStore(SqlStore):
         taken: dict[str, sa.ColumnElement[Any]] = {
             "id": their.c.id,
             "status": sa.literal(JobStatus.PROCESSING.value),
+            # An upstream schema knows only email (DESIGN §11); said, not left to a default.
+            "channel": sa.literal("email"),
         }
         for name in _JOB_TAKEN:
             if name in their.c:

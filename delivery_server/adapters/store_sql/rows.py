@@ -75,6 +75,8 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         unsubscribe=bool(row.get("unsubscribe", False)),
         template_version=row.get("template_version"),
         send_by=row.get("send_by"),
+        channel=row.get("channel") or "email",
+        target=row.get("target"),
     )
 
 

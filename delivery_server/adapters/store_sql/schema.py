@@ -97,6 +97,10 @@ job = sa.Table(
     sa.Column("send_by", Timestamp, nullable=True),
     # When retention erased the personal data of the job's emails.
     sa.Column("purged_at", Timestamp, nullable=True),
+    # What the job delivers through (``channels.CHANNEL_NAMES``) and, for drops and
+    # webhooks, where (an s3://, sftp:// or https:// URI; never a secret).
+    sa.Column("channel", sa.String(16), nullable=False, server_default="email"),
+    sa.Column("target", sa.String(1024), nullable=True),
     # The publisher polls for processing jobs that are due.
     sa.Index("ix_delivery_job_status_scheduled", "status", "scheduled_at"),
     **MYSQL_TABLE_OPTIONS,

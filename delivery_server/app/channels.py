@@ -1,0 +1,99 @@
+"""Settings into channels: the one place that says which channels exist and how each is
+built (the core never branches on a channel's name).
+
+``channel_rules`` is what ``jobs create`` and the import need (nothing opened);
+``open_channels`` opens every channel's sender for a consuming process. A channel is
+registered by one entry in ``_RULES`` and one in ``_OPENERS`` (see ``channels``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from delivery_server.adapters.sender_outbox import EventSink
+from delivery_server.app.adapters import open_attachments, open_sender
+from delivery_server.channel_email import EMAIL_RULES, email_channel
+from delivery_server.channels import Channel, ChannelRules, Channels
+from delivery_server.errors import TargetRefusedError
+from delivery_server.renderer import Renderer
+from delivery_server.sendgate import SendGate
+from delivery_server.settings import Settings
+from delivery_server.suppression import UnsubscribeLinks
+
+
+def _webhook_rules(settings: Settings) -> ChannelRules:
+    from delivery_server.adapters.channels.webhook import webhook_rules
+
+    return webhook_rules(settings)
+
+
+# Each channel's rules from the settings (what its --target may be).
+_RULES: dict[str, Callable[[Settings], ChannelRules]] = {
+    "email": lambda settings: EMAIL_RULES,
+    "webhook": _webhook_rules,
+}
+
+
+def channel_rules(settings: Settings, name: str) -> ChannelRules:
+    """The rules of one channel; ``TargetRefusedError`` for one this server lacks."""
+    build = _RULES.get(name)
+    if build is None:
+        raise TargetRefusedError(
+            f"--channel {name}: not available on this server (available: {', '.join(_RULES)})"
+        )
+    return build(settings)
+
+
+class ChannelContext:
+    """What channel openers share: the settings, the email sender's events sink, the
+    renderer, and the gate the fleet paces the email channel with."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        events: EventSink | None,
+        renderer: Renderer,
+        email_gate: SendGate,
+        unsubscribe: UnsubscribeLinks | None,
+    ) -> None:
+        self.settings = settings
+        self.events = events
+        self.renderer = renderer
+        self.email_gate = email_gate
+        self.unsubscribe = unsubscribe
+
+
+Opener = Callable[[ChannelContext], contextlib.AbstractAsyncContextManager[Channel[Any]]]
+
+
+@contextlib.asynccontextmanager
+async def _open_email(ctx: ChannelContext) -> AsyncIterator[Channel[Any]]:
+    async with (
+        open_sender(ctx.settings, events=ctx.events) as sender,
+        open_attachments(ctx.settings) as attachments,
+    ):
+        yield email_channel(sender, ctx.renderer, attachments, ctx.unsubscribe, ctx.email_gate)
+
+
+@contextlib.asynccontextmanager
+async def _open_webhook(ctx: ChannelContext) -> AsyncIterator[Channel[Any]]:
+    from delivery_server.adapters.channels.webhook import open_webhook_channel
+
+    async with open_webhook_channel(ctx.settings, ctx.renderer) as channel:
+        yield channel
+
+
+_OPENERS: dict[str, Opener] = {
+    "email": _open_email,
+    "webhook": _open_webhook,
+}
+
+
+@contextlib.asynccontextmanager
+async def open_channels(ctx: ChannelContext) -> AsyncIterator[Channels]:
+    """Every registered channel, opened (their senders closed on exit)."""
+    async with contextlib.AsyncExitStack() as stack:
+        opened = [await stack.enter_async_context(opener(ctx)) for opener in _OPENERS.values()]
+        yield Channels(opened)
