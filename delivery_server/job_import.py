@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from delivery_server.channel_email import EMAIL_RULES
+from delivery_server.channels import ChannelRules
 from delivery_server.errors import (
     DeliveryError,
     ImportAbortedError,
@@ -46,6 +48,9 @@ class JobRequest:
     strict: bool = False
     unsubscribe: bool = False  # one-click unsubscribe headers (RFC 8058) on its emails
     send_by: datetime | None = None  # emails not sent by then expire
+    # Its channel (the recipient column and its check, the target's) and target.
+    channel: ChannelRules = EMAIL_RULES
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +84,25 @@ async def create_job_from_file(
 ) -> ImportReport:
     """Create a job and import its recipients; return what was imported and skipped.
 
-    Raises ``NotFoundError`` for an unknown template, ``RecipientsFileError`` for an
+    Raises ``TargetRefusedError`` for a target its channel's settings refuse,
+    ``NotFoundError`` for an unknown template, ``RecipientsFileError`` for an
     unreadable file, ``ImportRefusedError`` when nothing was written and
     ``ImportAbortedError`` when the import broke off (the job is then cancelled).
     """
+    target = request.channel.check_target(request.target)
     if not await template_exists(store, request.template):
         raise NotFoundError(f"template {request.template!r} does not exist")
     path = request.recipients
     if request.strict:
-        checked = await asyncio.to_thread(_check_whole_file, path)
+        checked = await asyncio.to_thread(_check_whole_file, path, request.channel)
         if checked.invalid_count:
             raise ImportRefusedError(
                 f"{path}: {_rows(checked.invalid_count)} invalid; --strict: nothing imported",
                 checked,
             )
     report = ImportReport()
-    batches = _Batches(read_recipients(path), report)
+    rows = read_recipients(path, request.channel.recipient_field, request.channel.check_recipient)
+    batches = _Batches(rows, report)
     try:
         first = await asyncio.to_thread(batches.next)
         if not first:
@@ -107,6 +115,8 @@ async def create_job_from_file(
             scheduled_at=request.scheduled_at,
             unsubscribe=request.unsubscribe,
             send_by=request.send_by,
+            channel=request.channel.name,
+            target=target,
         )
         await _import(store, report.job.id, first, batches, report, on_progress)
         if not request.draft:
@@ -202,10 +212,10 @@ class _Batches:
             self._rows.close()
 
 
-def _check_whole_file(path: Path) -> ImportReport:
+def _check_whole_file(path: Path, channel: ChannelRules) -> ImportReport:
     """First pass of ``--strict``: every row is read, nothing is kept but bad rows."""
     report = ImportReport()
-    for line, item in read_recipients(path):
+    for line, item in read_recipients(path, channel.recipient_field, channel.check_recipient):
         if isinstance(item, str):
             report.add_invalid(line, item)
     return report

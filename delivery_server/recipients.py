@@ -11,6 +11,10 @@ list of attachment objects) columns; every other column is a string template var
 
 JSONL: one JSON object per line with ``email``, optional ``locale`` and ``attachments``;
 every other key is a template variable (nested values are kept as they are).
+
+A job of another channel (DESIGN §12) names its recipients in its channel's column
+instead of ``email`` (``phone``, ``key``, ``path``, ``ref``), checked by that channel's
+rule; the value is stored as the email's ``to_address`` all the same.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +39,8 @@ JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 _LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
 
 Row = tuple[int, NewEmail | str]
+# A recipient value → the value stored (normalised); ``PermanentError`` when invalid.
+RecipientCheck = Callable[[str], str]
 # Splits after a CR that is not followed by LF.
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
@@ -44,8 +50,11 @@ def is_valid_locale(locale: str) -> bool:
     return _LOCALE.fullmatch(locale) is not None
 
 
-def read_recipients(path: Path) -> Generator[Row, None, None]:
-    """Yield every non-blank row of a ``.csv`` or ``.jsonl`` file, in file order."""
+def read_recipients(
+    path: Path, key: str = EMAIL_KEY, check: RecipientCheck = validate_address
+) -> Generator[Row, None, None]:
+    """Yield every non-blank row of a ``.csv`` or ``.jsonl`` file, in file order; the
+    recipient is in column ``key`` (``email`` unless the job's channel says otherwise)."""
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES | JSONL_SUFFIXES:
         raise RecipientsFileError(
@@ -56,9 +65,9 @@ def read_recipients(path: Path) -> Generator[Row, None, None]:
         with path.open("rb") as binary:
             lines = _utf8_lines(path, binary, split_lone_cr=suffix in CSV_SUFFIXES)
             if suffix in CSV_SUFFIXES:
-                yield from _read_csv(path, lines)
+                yield from _read_csv(path, lines, _Recipient(key, check))
             else:
-                yield from _read_jsonl(lines)
+                yield from _read_jsonl(lines, _Recipient(key, check))
     except OSError as exc:
         raise RecipientsFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
@@ -84,12 +93,21 @@ def _utf8_lines(path: Path, binary: BinaryIO, *, split_lone_cr: bool) -> Iterato
             yield text
 
 
-def _read_csv(path: Path, lines: Iterator[str]) -> Iterator[Row]:
+class _Recipient:
+    """The recipient column of a file and its check."""
+
+    __slots__ = ("check", "key")
+
+    def __init__(self, key: str, check: RecipientCheck) -> None:
+        self.key, self.check = key, check
+
+
+def _read_csv(path: Path, lines: Iterator[str], recipient: _Recipient) -> Iterator[Row]:
     reader = csv.reader(lines, strict=True)
-    header, header_line = _csv_header(path, reader)
+    header, header_line = _csv_header(path, reader, recipient.key)
     # Reserved columns match in any case; variables keep the header's spelling.
     keys = [name.lower() for name in header]
-    email_at = keys.index(EMAIL_KEY)
+    email_at = keys.index(recipient.key)
     locale_at = keys.index(LOCALE_KEY) if LOCALE_KEY in keys else None
     attachments_at = keys.index(ATTACHMENTS_KEY) if ATTACHMENTS_KEY in keys else None
     variable_columns = [
@@ -127,12 +145,13 @@ def _read_csv(path: Path, lines: Iterator[str]) -> Iterator[Row]:
                 fields[locale_at] if locale_at is not None else None,
                 fields[attachments_at] if attachments_at is not None else None,
                 variables,
+                recipient,
                 attachments_are_json_text=True,
             ),
         )
 
 
-def _csv_header(path: Path, reader: Any) -> tuple[list[str], int]:
+def _csv_header(path: Path, reader: Any, key: str) -> tuple[list[str], int]:
     try:
         for raw in reader:
             if any(cell.strip() for cell in raw):
@@ -143,10 +162,10 @@ def _csv_header(path: Path, reader: Any) -> tuple[list[str], int]:
     except csv.Error as exc:
         raise RecipientsFileError(f"{path}: malformed CSV header: {exc}") from exc
     line = int(reader.line_num)
-    if EMAIL_KEY not in (name.lower() for name in header):
+    if key not in (name.lower() for name in header):
         found = ", ".join(repr(name) for name in header)
         raise RecipientsFileError(
-            f"{path}: line {line}: the header has no 'email' column (found {found})"
+            f"{path}: line {line}: the header has no {key!r} column (found {found})"
         )
     if "" in header:
         raise RecipientsFileError(
@@ -161,7 +180,7 @@ def _csv_header(path: Path, reader: Any) -> tuple[list[str], int]:
     return header, line
 
 
-def _read_jsonl(lines: Iterator[str]) -> Iterator[Row]:
+def _read_jsonl(lines: Iterator[str], recipient: _Recipient) -> Iterator[Row]:
     for line, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -176,9 +195,14 @@ def _read_jsonl(lines: Iterator[str]) -> Iterator[Row]:
         if not isinstance(data, dict):
             yield line, f"expected a JSON object, found {type(data).__name__}"
             continue
-        email, locale = data.pop(EMAIL_KEY, None), data.pop(LOCALE_KEY, None)
+        email, locale = data.pop(recipient.key, None), data.pop(LOCALE_KEY, None)
         attachments = data.pop(ATTACHMENTS_KEY, None)
-        yield line, _new_email(email, locale, attachments, data, attachments_are_json_text=False)
+        yield (
+            line,
+            _new_email(
+                email, locale, attachments, data, recipient, attachments_are_json_text=False
+            ),
+        )
 
 
 def _new_email(
@@ -186,14 +210,15 @@ def _new_email(
     locale: Any,
     attachments: Any,
     variables: dict[str, Any],
+    recipient: _Recipient,
     *,
     attachments_are_json_text: bool,
 ) -> NewEmail | str:
     """Build one row's email, or the reason it is invalid."""
     if email is None or (isinstance(email, str) and not email.strip()):
-        return "missing email address"
+        return "missing email address" if recipient.key == EMAIL_KEY else f"missing {recipient.key}"
     if not isinstance(email, str):
-        return "email must be a string"
+        return f"{recipient.key} must be a string"
     if locale is not None and not isinstance(locale, str):
         return "locale must be a string"
     locale = locale.strip() if locale else None
@@ -201,7 +226,7 @@ def _new_email(
         return f"invalid locale {locale!r}"
     try:
         # Same check as at send time, so that an imported address cannot fail it later.
-        address = validate_address(email.strip())
+        address = recipient.check(email.strip())
         refs = _attachments(attachments, attachments_are_json_text)
     except PermanentError as exc:
         return str(exc)

@@ -4,6 +4,14 @@ the loops of a role; the CLI builds everything through here.
 """
 
 from delivery_server.app.adapters import open_attachments, open_store, upgrade_database
+from delivery_server.app.channels import channel_rules
 from delivery_server.app.roles import Listening, serve
 
-__all__ = ["Listening", "open_attachments", "open_store", "serve", "upgrade_database"]
+__all__ = [
+    "Listening",
+    "channel_rules",
+    "open_attachments",
+    "open_store",
+    "serve",
+    "upgrade_database",
+]

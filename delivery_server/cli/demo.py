@@ -33,7 +33,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from delivery_server.channels import CHANNEL_NAMES, DEFAULT_CHANNEL
 from delivery_server.cli._common import positive_int
+from delivery_server.cli.demo_channels import channel_settings, demo_target, rewrite_recipients
 from delivery_server.cli.demo_console import (
     DEFAULT_PORT,
     bindable_port,
@@ -110,6 +112,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="after the summary, keep the console up until Ctrl-C",
     )
+    demo.add_argument(
+        "--channel",
+        choices=CHANNEL_NAMES,
+        default=DEFAULT_CHANNEL,
+        help="send the statements as sms, s3 or sftp drops, or webhooks (into the outbox)",
+    )
     demo.set_defaults(handler=_demo)
 
 
@@ -121,6 +129,7 @@ async def _demo(args: argparse.Namespace) -> int:
         console_port=args.console_port,
         rate=args.rate,
         keep_serving=args.keep_serving,
+        channel=args.channel,
     )
 
 
@@ -132,21 +141,31 @@ async def run_demo(
     console_port: int = 0,
     rate: int | None = None,
     keep_serving: bool = False,
+    channel: str = DEFAULT_CHANNEL,
 ) -> int:
     """Run the demo; exit code 0 only when every email was sent."""
-    from delivery_server.app import Listening, open_store, serve, upgrade_database
+    from delivery_server.app import (
+        Listening,
+        channel_rules,
+        open_store,
+        serve,
+        upgrade_database,
+    )
     from delivery_server.logging import configure_logging
 
     require_pdf_writer()
     console = Console()
     output = await asyncio.to_thread(prepare_directory, output)
-    settings = demo_settings(config, output, api_port=console_port, max_send_rate=rate)
+    settings = demo_settings(
+        config, output, api_port=console_port, max_send_rate=rate, **channel_settings(channel)
+    )
     configure_logging(settings, stream=sys.stderr)
     console.print(f"[bold]delivery-server demo[/]: {emails:,} bank statements in {output}")
     await upgrade_database(settings)
     await _write_statements(output / "statements", emails, console)
     recipients = output / "recipients.jsonl"
     await asyncio.to_thread(write_recipients, recipients, emails)
+    await asyncio.to_thread(rewrite_recipients, recipients, channel)
 
     async with open_store(settings) as store:
         for file in bundled_templates():
@@ -158,6 +177,8 @@ async def run_demo(
                 from_address=FROM_ADDRESS,
                 recipients=recipients,
                 name=f"demo: {emails:,} statements",
+                channel=channel_rules(settings, channel),
+                target=demo_target(channel),
             ),
         )
         assert report.job is not None
@@ -174,7 +195,12 @@ async def run_demo(
             show_console(console, listening.api_port, token)
             await follow_job(store, job_id, console, interval=0.2, alongside=server)
             elapsed = time.monotonic() - started
-            summary = await wait_for_reports(store, job_id, alongside=server)
+            # Only the email outbox plays the provider's part after the send.
+            summary = (
+                await wait_for_reports(store, job_id, alongside=server)
+                if channel == DEFAULT_CHANNEL
+                else await store.job_summary(job_id)
+            )
             suppressed = await count_suppressions(store)
             _print_summary(console, settings, summary, suppressed, elapsed)
             if keep_serving:
@@ -203,6 +229,10 @@ def _print_summary(
         f"{summary.counts.get(EmailStatus.FAILED, 0):,} failed "
         f"in {format_duration(elapsed)} ({rate:,.0f} emails/s)"
     )
+    if summary.job.channel != DEFAULT_CHANNEL:
+        where = settings.outbox_dir
+        console.print(f"what the {summary.job.channel} channel would send is in {where}")
+        return
     console.print(f"the .eml files are in {settings.outbox_dir} (open one with a mail reader)")
     console.print(after_the_send(summary, suppressed))
 
@@ -213,6 +243,7 @@ def demo_settings(
     *,
     api_port: int = 0,
     max_send_rate: float | None = None,
+    **channel: Any,
 ) -> Settings:
     """The settings of an embedded run inside ``output``; explicit values win over the
     environment so that a configured production database can never be used by the demo."""
@@ -236,6 +267,7 @@ def demo_settings(
         # The demo's customers complain at 1 in 300 to show complaints; SES's own review
         # threshold (0.1 %, the default) would rightly pause such a job after 200 sends.
         brake_complaint_rate=0.01,
+        **channel,
     )
 
 

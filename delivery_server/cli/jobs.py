@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 import delivery_server.cli.output as cli_output
+from delivery_server.channels import CHANNEL_NAMES, DEFAULT_CHANNEL
 from delivery_server.cli import jobs_check, jobs_find
 from delivery_server.cli._common import (
     EXIT_FAILURE,
@@ -70,6 +71,19 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="a .csv (header with an email column) or .jsonl file",
+    )
+    create.add_argument(
+        "--channel",
+        choices=CHANNEL_NAMES,
+        default=DEFAULT_CHANNEL,
+        help="what its recipients get (recipient column: email, phone, key, path, ref)",
+    )
+    create.add_argument(
+        "--target",
+        metavar="URI",
+        help="where an s3, sftp or webhook job delivers (s3://bucket/prefix/, "
+        "sftp://user@host/dir, https://host/path); allowed by DELIVERY_DROP_S3_BUCKETS, "
+        "DELIVERY_DROP_SFTP_HOSTS, DELIVERY_WEBHOOK_HOSTS",
     )
     create.add_argument("--name", type=job_name, metavar="N", help="a name for people")
     create.add_argument(
@@ -247,9 +261,19 @@ def _check_send_by(send_by: datetime | None, schedule_at: datetime | None) -> No
 
 
 async def _create(args: argparse.Namespace) -> int:
+    from delivery_server.app import channel_rules
+
     _check_send_by(args.send_by, args.schedule_at)
+    settings = settings_for(args)
     if args.unsubscribe:
-        _check_unsubscribe_links(settings_for(args))
+        if args.channel != DEFAULT_CHANNEL:
+            raise UsageError("--unsubscribe: only email jobs carry unsubscribe links")
+        _check_unsubscribe_links(settings)
+    if args.check and args.channel != DEFAULT_CHANNEL:
+        raise UsageError("--check: the pre-flight reads email recipients; leave it out")
+    rules = channel_rules(settings, args.channel)
+    # Refused before anything is opened; the import checks it again for other callers.
+    target = rules.check_target(args.target)
     request = JobRequest(
         template=args.template,
         from_address=args.from_address,
@@ -261,6 +285,8 @@ async def _create(args: argparse.Namespace) -> int:
         strict=args.strict,
         unsubscribe=args.unsubscribe,
         send_by=args.send_by,
+        channel=rules,
+        target=target,
     )
     err = Console(stderr=True)
     async with _store(args) as store:
@@ -273,14 +299,31 @@ async def _create(args: argparse.Namespace) -> int:
             _print_invalid(exc.report, err)
             raise
     assert report.job is not None
+    secret = _signing_secret(settings, report.job)
     if args.json:
-        cli_output.print_json(cli_output.import_json(report))
+        created = cli_output.import_json(report)
+        if secret is not None:
+            created["signing_secret"] = secret
+        cli_output.print_json(created)
         return EXIT_OK
     _print_invalid(report, err)
     print(cli_output.import_line(report))
     if report.job.status == JobStatus.PROCESSING:
         print(f"follow it with: delivery-server jobs watch {report.job.id}")
+    if secret is not None:
+        print("the receiver verifies X-Delivery-Signature with this job's secret:")
+        print(secret)
     return EXIT_OK
+
+
+def _signing_secret(settings: Settings, job: Job) -> str | None:
+    """A webhook job's signing secret, for its receiver: shown to the operator by
+    ``jobs create``, alone on the last line (derived, never stored, never logged)."""
+    if job.channel != "webhook" or settings.webhook_secret is None:
+        return None
+    from delivery_server.adapters.channels.webhook import job_secret
+
+    return job_secret(settings.webhook_secret.get_secret_value().encode(), job.id)
 
 
 def _print_invalid(report: ImportReport, err: Console) -> None:

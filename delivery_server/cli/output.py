@@ -75,6 +75,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "unsubscribe": job.unsubscribe,
         "template_version": job.template_version,
         "send_by": _time(job.send_by),
+        "channel": job.channel,
+        "target": job.target,
     }
 
 
@@ -147,6 +149,7 @@ def jobs_table(jobs: list[Job]) -> Table:
     table.add_column("id", justify="right", no_wrap=True)
     table.add_column("name", overflow="fold", min_width=12, max_width=40)
     table.add_column("status", no_wrap=True)
+    table.add_column("channel", no_wrap=True)
     for column in ("sent", "failed", "total"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("created (UTC)", no_wrap=True)
@@ -155,6 +158,7 @@ def jobs_table(jobs: list[Job]) -> Table:
             str(job.id),
             Text(job.name),
             _status(job.status),
+            job.channel,
             f"{job.sent_count:,}",
             f"{job.failed_count:,}",
             f"{job.total_count:,}",
@@ -171,6 +175,8 @@ def print_summary(console: Console, summary: JobSummary) -> None:
     about.add_column()
     about.add_row("job", Text(f"{job.id}  {job.name}"))
     about.add_row("status", _status(job.status))
+    # The counts below are of this channel's sends (sms sent, files dropped, POSTs).
+    about.add_row("channel", Text(job.channel + (f" → {job.target}" if job.target else "")))
     pinned = f" (version {job.template_version})" if job.template_version else ""
     about.add_row("template", Text(job.template_name + pinned))
     about.add_row("from", Text(job.from_address))

@@ -50,6 +50,9 @@ class FakeAdminStore:
         reply_to: str | None = None,
         scheduled_at: datetime | None = None,
         unsubscribe: bool = False,
+        send_by: datetime | None = None,
+        channel: str = "email",
+        target: str | None = None,
     ) -> Job:
         job = Job(
             len(self.jobs) + 1,
@@ -60,6 +63,9 @@ class FakeAdminStore:
             reply_to,
             scheduled_at,
             unsubscribe=unsubscribe,
+            send_by=send_by,
+            channel=channel,
+            target=target,
         )
         self.jobs[job.id] = job
         return job
