@@ -79,6 +79,9 @@ class Template:
     html_body: str | None = None
     id: int | None = None
     created_at: datetime | None = None
+    # What an ``sms`` job renders (DESIGN §12); an SMS-only template has an empty
+    # subject and text body.
+    sms_body: str | None = None
 
 
 # Attachment URI schemes. Case matters: ``S3://`` is refused like any unknown scheme.

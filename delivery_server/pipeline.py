@@ -31,6 +31,7 @@ from delivery_server.errors import (
     DeliveryError,
     PermanentError,
     ProviderUnreachableError,
+    RecipientOptedOutError,
     RetryableError,
 )
 from delivery_server.metrics import Metrics
@@ -213,6 +214,13 @@ class Pipeline:
     ) -> None:
         email_id = claimed.email.id
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+        if isinstance(exc, RecipientOptedOutError):
+            # Nothing was sent: suppressed like a listed address, and listed from now on.
+            await self._record(lambda: self._store.mark_opted_out(email_id, error), bound)
+            await settlement.delete()
+            self._count(channel, "suppressed")
+            bound.info("email_suppressed", reason="opted_out")
+            return
         decision = decide(
             exc, claimed.email.attempts, self._policy.max_attempts, self._policy.retry_base_delay
         )

@@ -178,6 +178,12 @@ class EmailStore(Protocol):
         its ``kind`` (``TRANSIENT`` when not given)."""
         ...
 
+    async def mark_opted_out(self, email_id: int, error: str) -> None:
+        """Settle a claimed email whose recipient opted out at the provider (nothing was
+        sent) as ``suppressed``, its attempt given back, and put the recipient on the
+        suppression list."""
+        ...
+
     async def unqueue_paused(self, email_id: int) -> bool:
         """Put a ``queued`` email of a ``paused`` job back to ``pending``, so that its
         message can be dropped (the publisher publishes it again once the job is

@@ -73,6 +73,7 @@ class Renderer:
         )
         self._cache: dict[tuple[str, str, int], _Compiled] = {}
         self._names: dict[tuple[str, str, int], frozenset[str]] = {}
+        self._sms: dict[tuple[str, str, int], jinja2.Template] = {}
 
     def _compile(self, template: Template) -> _Compiled:
         key = (template.name, template.locale, template.version)
@@ -121,6 +122,39 @@ class Renderer:
                 self._names.pop(next(iter(self._names)))
             self._names[key] = names
         return names
+
+    def render_sms_body(self, template: Template, variables: Mapping[str, Any]) -> str:
+        """Render the template's ``sms_body`` (plain text, as the text body is); the same
+        errors as ``render``, and a template without one is permanent."""
+        if template.sms_body is None:
+            raise PermanentError(f"template {template.name!r} has no sms_body")
+        key = (template.name, template.locale, template.version)
+        compiled = self._sms.get(key)
+        if compiled is None:
+            try:
+                compiled = self._text_env.from_string(template.sms_body)
+            except jinja2.TemplateSyntaxError as exc:
+                raise PermanentError(
+                    f"template {template.name!r} has a syntax error on line {exc.lineno}: "
+                    f"{exc.message}"
+                ) from exc
+            if len(self._sms) >= _MAX_CACHED:
+                self._sms.pop(next(iter(self._sms)))
+            self._sms[key] = compiled
+        try:
+            body = compiled.render(variables)
+        except jinja2.UndefinedError as exc:
+            raise PermanentError(f"template {template.name!r}: {exc.message}") from exc
+        except SecurityError as exc:
+            raise PermanentError(f"template {template.name!r}: unsafe operation refused") from exc
+        except jinja2.TemplateError as exc:
+            raise PermanentError(f"template {template.name!r}: {exc}") from exc
+        if len(body) > self._max_bytes:
+            raise PermanentError(
+                f"template {template.name!r}: rendered SMS is {len(body)} characters, "
+                f"over the {self._max_bytes} limit"
+            )
+        return body
 
     def render(self, template: Template, variables: Mapping[str, Any]) -> RenderedContent:
         """Render all parts; a missing variable or a sandbox violation is permanent."""

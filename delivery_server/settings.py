@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     # The key each webhook job's signing secret is derived from (HMAC per job id).
     webhook_secret: SecretStr | None = None
+    # SMS through SNS (adapters/aws/sns_sms.py): the sender id shown where the country
+    # supports one (1-11 letters and digits, at least one letter), and the most segments
+    # (billed messages) one SMS may take: a longer body fails that recipient.
+    sms_sender_id: str | None = Field(
+        default=None, max_length=11, pattern=r"^[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*$"
+    )
+    sms_max_segments: int = Field(default=4, ge=1, le=12)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -10,6 +10,10 @@ The format (``delivery-server templates push PATH...``)::
     Dear {{ name }}, ...
     '''
     html_body = '''<p>Dear {{ name }}, ...</p>'''   # optional
+    sms_body = "Your {{ period }} statement is ready"   # what sms jobs send
+
+A template for sms jobs only may leave out ``subject`` and ``text_body``; every other
+template needs both.
 
 A directory stands for every ``*.toml`` file under it. Every part is compiled by the
 ``Renderer`` that will send it, so a syntax error is reported with its file and line
@@ -33,7 +37,7 @@ from delivery_server.models import Template
 from delivery_server.recipients import is_valid_locale
 from delivery_server.renderer import Renderer
 
-PARTS = ("subject", "text_body", "html_body")
+PARTS = ("subject", "text_body", "html_body", "sms_body")
 KEYS = frozenset({"name", "locale", *PARTS})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
@@ -101,8 +105,8 @@ def _template(path: Path, data: dict[str, Any]) -> Template:
     name = data.get("name", stem_parts[0])
     locale = data.get("locale", stem_parts[1] if len(stem_parts) > 2 else "en")
     for key in ("subject", "text_body"):
-        if key not in data:
-            raise TemplateFileError(f"{path}: {key!r} is missing")
+        if key not in data and "sms_body" not in data:
+            raise TemplateFileError(f"{path}: {key!r} is missing (or give only sms_body)")
     for key in ("name", "locale", *PARTS):
         value = {"name": name, "locale": locale}.get(key, data.get(key))
         if value is not None and not isinstance(value, str):
@@ -117,9 +121,10 @@ def _template(path: Path, data: dict[str, Any]) -> Template:
         name=name,
         locale=locale,
         version=0,
-        subject=data["subject"],
-        text_body=data["text_body"],
+        subject=data.get("subject", ""),
+        text_body=data.get("text_body", ""),
         html_body=data.get("html_body") or None,
+        sms_body=data.get("sms_body") or None,
     )
 
 
@@ -128,7 +133,10 @@ def _check_compiles(path: Path, text: str, template: Template) -> None:
     try:
         # Rendering with no variables compiles every part first; only a syntax error
         # matters here (missing variables are expected: they come with each email).
-        Renderer().render(template, {})
+        renderer = Renderer()
+        renderer.render(template, {})
+        if template.sms_body is not None:
+            renderer.render_sms_body(template, {})
     except PermanentError as exc:
         cause = exc.__cause__
         if isinstance(cause, jinja2.TemplateSyntaxError):

@@ -29,10 +29,17 @@ def _webhook_rules(settings: Settings) -> ChannelRules:
     return webhook_rules(settings)
 
 
+def _sms_rules(settings: Settings) -> ChannelRules:
+    from delivery_server.adapters.channels.sms import SMS_RULES
+
+    return SMS_RULES
+
+
 # Each channel's rules from the settings (what its --target may be).
 _RULES: dict[str, Callable[[Settings], ChannelRules]] = {
     "email": lambda settings: EMAIL_RULES,
     "webhook": _webhook_rules,
+    "sms": _sms_rules,
 }
 
 
@@ -85,9 +92,18 @@ async def _open_webhook(ctx: ChannelContext) -> AsyncIterator[Channel[Any]]:
         yield channel
 
 
+@contextlib.asynccontextmanager
+async def _open_sms(ctx: ChannelContext) -> AsyncIterator[Channel[Any]]:
+    from delivery_server.adapters.channels.sms import open_sms_channel
+
+    async with open_sms_channel(ctx.settings, ctx.renderer) as channel:
+        yield channel
+
+
 _OPENERS: dict[str, Opener] = {
     "email": _open_email,
     "webhook": _open_webhook,
+    "sms": _open_sms,
 }
 
 

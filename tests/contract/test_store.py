@@ -164,7 +164,7 @@ async def test_upgrade_is_idempotent_and_creates_the_design_columns(
         versions = (await conn.execute(version_query)).all()
     for table, expected in DESIGN_COLUMNS.items():
         assert expected <= columns[table], table
-    assert [tuple(v) for v in versions] == [("0008",)]  # the head revision
+    assert [tuple(v) for v in versions] == [("0009",)]  # the head revision
 
 
 @pytest.mark.parametrize("backend", STORE_BACKENDS)

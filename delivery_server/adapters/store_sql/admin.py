@@ -319,6 +319,7 @@ async def _insert_template(conn: AsyncConnection, new: Template) -> Template:
         "subject": new.subject,
         "text_body": new.text_body,
         "html_body": new.html_body,
+        "sms_body": new.sms_body,
         "created_at": utcnow(),
     }
     result = await conn.execute(sa.insert(template).values(values))

@@ -119,6 +119,7 @@ def template_from_row(row: Mapping[Any, Any]) -> Template:
         text_body=row["text_body"],
         html_body=row["html_body"],
         created_at=row["created_at"],
+        sms_body=row.get("sms_body"),
     )
 
 

@@ -68,6 +68,8 @@ template = sa.Table(
     sa.Column("text_body", Body, nullable=False),
     sa.Column("html_body", Body, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # What an sms job renders (at most 1600 bytes once rendered; the source may be more).
+    sa.Column("sms_body", sa.Text(), nullable=True),
     sa.UniqueConstraint("name", "locale", "version", name="uq_delivery_template_version"),
     **MYSQL_TABLE_OPTIONS,
 )
