@@ -73,7 +73,10 @@ class Metrics:
         self.inflight = Gauge("delivery_inflight", "Emails being handled now.", registry=r)
         self.jobs = Gauge("delivery_jobs", "Jobs by status (database).", ["status"], registry=r)
         self.emails = Gauge(
-            "delivery_emails", "Emails by status (database).", ["status"], registry=r
+            "delivery_emails",
+            "Emails of the jobs in flight or finished within a day, by status (database).",
+            ["status"],
+            registry=r,
         )
         for job_status in JobStatus:
             self.jobs.labels(status=job_status.value)

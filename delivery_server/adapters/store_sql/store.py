@@ -6,10 +6,10 @@ from delivery_server.adapters.store_sql.admin import AdminQueries
 from delivery_server.adapters.store_sql.database import Database
 from delivery_server.adapters.store_sql.emails import EmailQueries
 from delivery_server.adapters.store_sql.engine import create_engine
+from delivery_server.adapters.store_sql.gauges import GaugeQueries
 from delivery_server.adapters.store_sql.instances import InstanceQueries
 from delivery_server.adapters.store_sql.listing import ListingQueries
 from delivery_server.adapters.store_sql.lookup import LookupQueries
-from delivery_server.adapters.store_sql.opt_outs import OptOutQueries
 from delivery_server.adapters.store_sql.pausing import PauseQueries
 from delivery_server.adapters.store_sql.publishing import PublishingQueries
 from delivery_server.adapters.store_sql.retention import RetentionQueries
@@ -19,6 +19,7 @@ from delivery_server.adapters.store_sql.tracking import TrackingQueries
 
 
 class SqlStore(
+    GaugeQueries,
     PublishingQueries,
     EmailQueries,
     AdminQueries,
@@ -30,7 +31,6 @@ class SqlStore(
     PauseQueries,
     RetentionQueries,
     LookupQueries,
-    OptOutQueries,
 ):
     """Everything the database does (``ports.Store``), over one connection pool.
 
@@ -43,6 +43,7 @@ class SqlStore(
         self._counted_at = {}
         self._init_batchers()
         self._init_tracking()
+        self._init_gauges()
 
     @classmethod
     async def connect(cls, database_url: str, *, pool_size: int = 10) -> SqlStore:

@@ -1,11 +1,10 @@
 """What happened after the send (``TrackingStore``): SES events recorded (``events``), the
-reputation brake's counts, pausing a job with a reason, the delivery gauge."""
+reputation brake's counts, pausing a job with a reason (the delivery gauge: ``gauges``)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +23,6 @@ from delivery_server.models import (
     JobStatus,
     SuppressionReason,
     TrackingEvent,
-    utcnow,
 )
 
 # Counting a big job's sent emails reads its whole index (docs/benchmarks.md): above this
@@ -32,8 +30,6 @@ from delivery_server.models import (
 # from the same moment, so the rates are right, only that much older.
 BRAKE_EXACT_BELOW = 10_000
 BRAKE_RECOUNT_SECONDS = 5.0
-# The delivery gauge covers jobs in flight and those finished this long ago at most.
-RECENT_JOBS = timedelta(days=1)
 MAX_PAUSED_REASON_CHARS = 1000
 # Concurrent record_events calls written together, at most.
 EVENT_CALLS_PER_TRANSACTION = 10
@@ -110,25 +106,6 @@ class TrackingQueries(Queries):
             return bool(result.rowcount == 1)
 
         return await self._db.run(work)
-
-    async def count_by_delivery_status(self) -> dict[DeliveryStatus, int]:
-        """Emails by delivery status (zero when absent) over the jobs processing or
-        paused, or finished within ``RECENT_JOBS``: never the whole history."""
-
-        async def read(conn: AsyncConnection) -> dict[DeliveryStatus, int]:
-            recent = await conn.execute(
-                sa.select(job.c.id).where(
-                    sa.or_(
-                        job.c.status.in_((JobStatus.PROCESSING, JobStatus.PAUSED)),
-                        job.c.finished_at >= utcnow() - RECENT_JOBS,
-                    )
-                )
-            )
-            job_ids = list(recent.scalars())
-            return await delivery_counts(conn, job_ids) if job_ids else {}
-
-        found = await self._db.run(read, write=False)
-        return {status: found.get(status, 0) for status in DeliveryStatus}
 
 
 async def delivery_counts(conn: AsyncConnection, job_ids: list[int]) -> dict[DeliveryStatus, int]:
