@@ -119,6 +119,19 @@ class Settings(BaseSettings):
         default=None, max_length=11, pattern=r"^[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*$"
     )
     sms_max_segments: int = Field(default=4, ge=1, le=12)
+    # S3 drops (adapters/aws/s3_drop.py): every object is encrypted at rest, with S3's own
+    # keys (AES256) or with KMS (aws:kms; the key id, ARN or alias, else the AWS-managed one).
+    drop_s3_sse: Literal["AES256", "aws:kms"] = "AES256"
+    drop_s3_kms_key_id: str | None = None
+    # SFTP drops (adapters/sftp_drop.py): host keys are always verified, against this
+    # OpenSSH known_hosts file (unset: ~/.ssh/known_hosts); the login is the target's user
+    # with the key (its text, as a secrets manager injects it) and/or the password.
+    sftp_known_hosts: Path | None = None
+    sftp_private_key: SecretStr | None = None
+    sftp_private_key_passphrase: SecretStr | None = None
+    sftp_password: SecretStr | None = None
+    # Drops uploading at once per process, and at most as many open SSH connections.
+    sftp_max_uploads: int = Field(default=8, ge=1, le=100)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -137,6 +150,7 @@ class Settings(BaseSettings):
             raise ValueError("smtp_url: must start with smtp:// or smtps://")
         self._check_shutdown()
         self._check_unsubscribe()
+        self._check_drops()
         return self
 
     def _check_unsubscribe(self) -> None:
@@ -156,6 +170,10 @@ class Settings(BaseSettings):
         hook = self.webhook_secret
         if hook is not None and len(hook.get_secret_value().encode()) < 32:
             raise ValueError("webhook_secret: must be at least 32 bytes (a random key)")
+
+    def _check_drops(self) -> None:
+        if self.drop_s3_kms_key_id is not None and self.drop_s3_sse != "aws:kms":
+            raise ValueError("drop_s3_kms_key_id: only with DELIVERY_DROP_S3_SSE=aws:kms")
 
     @property
     def topic_arns(self) -> frozenset[str]:
