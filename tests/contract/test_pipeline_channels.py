@@ -1,0 +1,199 @@
+"""The pipeline's contract, once per channel (issue 15): claim, attempts, permanent
+failures, restart, pause, shutdown during a send and an unanswered send (``unknown``),
+and a bad recipient value that fails alone. The channel's provider is steered by
+``channels.Behaviour``; the store is real (MariaDB and SQLite), the queue in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from delivery_server.adapters.queue_local import LocalQueue
+from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
+from delivery_server.channels import Channels
+from delivery_server.metrics import Metrics
+from delivery_server.models import (
+    EmailStatus,
+    JobStatus,
+    NewEmail,
+    QueueMessage,
+    Template,
+)
+from delivery_server.pipeline import Pipeline, PipelinePolicy
+from delivery_server.settlement import Settlements
+from tests.contract.channels import (
+    CHANNEL_CASES,
+    HANG,
+    OK,
+    PERMANENT,
+    RETRY,
+    Behaviour,
+    ChannelCase,
+)
+
+pytestmark = pytest.mark.timeout(60)
+SEND_TIMEOUT = 0.5
+TEMPLATE = Template("notice", "en", 0, "Notice for {{ name }}", "Dear {{ name }}", None)
+
+
+@dataclass
+class Rig:
+    store: SqlStore
+    queue: LocalQueue
+    pipeline: Pipeline
+    behaviour: Behaviour
+    case: ChannelCase
+    metrics: Metrics
+
+    async def job(self, count: int, *, bad: Sequence[str] = ()) -> tuple[int, list[int]]:
+        """A processing job of ``count`` recipients (plus ``bad`` values, inserted as an
+        upstream system would, past the import's checks), published."""
+        job = await self.store.create_job(
+            "notices", "notice", "bank@example.com", channel=self.case.name, target=self.case.target
+        )
+        values = [self.case.recipient(n) for n in range(count)] + list(bad)
+        await self.store.add_emails(
+            job.id, [NewEmail(v, {"name": f"n{i}"}) for i, v in enumerate(values)]
+        )
+        await self.store.set_job_status(job.id, JobStatus.PROCESSING)
+        return job.id, await self.publish(job.id)
+
+    async def publish(self, job_id: int) -> list[int]:
+        ids: list[int] = []
+
+        async def publish(messages: Sequence[QueueMessage]) -> set[int]:
+            ids.extend(m.email_id for m in messages)
+            return await self.queue.publish(messages)
+
+        await self.store.publish_pending(job_id, 1000, publish)
+        return ids
+
+    async def drain(self) -> None:
+        """Handle messages until none is visible."""
+        while deliveries := await self.queue.receive(50, 0.05, 30):
+            await asyncio.gather(*(self.pipeline.handle(d) for d in deliveries))
+
+    async def statuses(self, job_id: int) -> dict[EmailStatus, int]:
+        counts = (await self.store.job_summary(job_id)).counts
+        return {status: n for status, n in counts.items() if n}
+
+
+@pytest.fixture(params=["sqlite_url", "mariadb_url"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(request.param)
+    return url
+
+
+@pytest.fixture(params=CHANNEL_CASES, ids=lambda case: case.name)
+async def rig(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[Rig]:
+    case: ChannelCase = request.param
+    await upgrade_schema(store_url)
+    store = await SqlStore.connect(store_url, pool_size=5)
+    await store.add_template(TEMPLATE)
+    queue = LocalQueue()
+    settlements = Settlements(queue)
+    behaviour = Behaviour()
+    metrics = Metrics()
+    try:
+        async with case.open(behaviour, SEND_TIMEOUT) as channel:
+            pipeline = Pipeline(
+                store,
+                settlements,
+                Channels([channel]),
+                metrics,
+                PipelinePolicy(lease_seconds=30, max_attempts=3, retry_base_delay=0),
+            )
+            yield Rig(store, queue, pipeline, behaviour, case, metrics)
+    finally:
+        await settlements.close()
+        await store.close()
+
+
+def channel_count(metrics: Metrics, channel: str, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "delivery_channel_attempts_total", {"channel": channel, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_every_email_is_sent_once_and_a_duplicate_message_sends_nothing(rig: Rig) -> None:
+    job_id, ids = await rig.job(5)
+    await rig.queue.publish([QueueMessage(ids[0], job_id)])  # a duplicate, as SQS may
+    await rig.drain()
+    assert sorted(rig.behaviour.delivered) == sorted(ids)
+    assert await rig.statuses(job_id) == {EmailStatus.SENT: 5}
+    assert channel_count(rig.metrics, rig.case.name, "sent") == 5
+
+
+async def test_a_retryable_failure_costs_an_attempt_then_fails_after_the_last(rig: Rig) -> None:
+    rig.behaviour.mode = RETRY
+    job_id, _ = await rig.job(1)
+    await rig.drain()
+    assert await rig.statuses(job_id) == {EmailStatus.FAILED: 1}
+    assert rig.behaviour.delivered == []
+    assert channel_count(rig.metrics, rig.case.name, "retry") == 2
+    assert channel_count(rig.metrics, rig.case.name, "failed") == 1
+
+
+async def test_a_permanent_failure_fails_at_once_and_restart_sends_it(rig: Rig) -> None:
+    rig.behaviour.mode = PERMANENT
+    job_id, ids = await rig.job(2)
+    await rig.drain()
+    assert await rig.statuses(job_id) == {EmailStatus.FAILED: 2}
+    assert channel_count(rig.metrics, rig.case.name, "retry") == 0
+    assert await rig.store.restart_failed([job_id], transient_only=True) == 0  # permanent
+    rig.behaviour.mode = OK
+    assert await rig.store.restart_failed([job_id]) == 2
+    await rig.publish(job_id)
+    await rig.drain()
+    assert await rig.statuses(job_id) == {EmailStatus.SENT: 2}
+    assert sorted(rig.behaviour.delivered) == sorted(ids)
+
+
+async def test_an_unanswered_send_becomes_unknown_and_is_not_resent(rig: Rig) -> None:
+    rig.behaviour.mode = HANG
+    job_id, ids = await rig.job(1)
+    await rig.drain()
+    assert await rig.statuses(job_id) == {EmailStatus.UNKNOWN: 1}
+    rig.behaviour.mode = OK
+    await rig.queue.publish([QueueMessage(ids[0], job_id)])  # a late duplicate
+    await rig.drain()
+    assert rig.behaviour.delivered == []
+    assert channel_count(rig.metrics, rig.case.name, "unknown") == 1
+
+
+async def test_shutdown_during_a_send_makes_it_unknown(rig: Rig) -> None:
+    rig.behaviour.mode = HANG
+    job_id, _ = await rig.job(1)
+    (delivery,) = await rig.queue.receive(1, 1, 30)
+    handling = asyncio.create_task(rig.pipeline.handle(delivery))
+    await asyncio.wait_for(rig.behaviour.hanging.wait(), 10)
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    assert await rig.statuses(job_id) == {EmailStatus.UNKNOWN: 1}
+
+
+async def test_a_paused_jobs_messages_send_nothing_until_it_resumes(rig: Rig) -> None:
+    job_id, ids = await rig.job(3)
+    await rig.store.set_job_status(job_id, JobStatus.PAUSED)
+    await rig.drain()
+    assert rig.behaviour.delivered == []
+    assert await rig.statuses(job_id) == {EmailStatus.PENDING: 3}
+    await rig.store.set_job_status(job_id, JobStatus.PROCESSING)
+    await rig.publish(job_id)
+    await rig.drain()
+    assert sorted(rig.behaviour.delivered) == sorted(ids)
+
+
+async def test_a_bad_recipient_value_fails_alone_and_permanently(rig: Rig) -> None:
+    job_id, _ = await rig.job(3, bad=[rig.case.bad_recipient])
+    await rig.drain()
+    assert await rig.statuses(job_id) == {EmailStatus.SENT: 3, EmailStatus.FAILED: 1}
+    assert len(rig.behaviour.delivered) == 3
+    (group,) = (await rig.store.job_summary(job_id)).error_groups
+    assert (group.count, group.error_class.startswith("PermanentError")) == (1, True)
