@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from delivery_server.channels import TargetRefusedError
+from delivery_server.channels import ChannelRules
 from delivery_server.drops import check_drop_key
-from delivery_server.errors import PermanentError
+from delivery_server.errors import PermanentError, TargetRefusedError
+from delivery_server.settings import Settings
 
 __all__ = [
     "S3Target",
@@ -36,7 +37,9 @@ __all__ = [
     "parse_s3_target",
     "parse_sftp_target",
     "refusing_target",
+    "s3_rules",
     "s3_target_parser",
+    "sftp_rules",
     "sftp_target_parser",
 ]
 
@@ -173,3 +176,23 @@ def refusing_target(
             raise TargetRefusedError(f"--target: {exc}") from None
 
     return check
+
+
+def s3_rules(settings: Settings) -> ChannelRules:
+    """What ``jobs create --channel s3`` and the import check: the ``key`` column."""
+    return ChannelRules(
+        name="s3",
+        recipient_field="key",
+        check_recipient=lambda value: check_drop_key(value, "key"),
+        check_target=refusing_target(s3_target_parser(settings.drop_s3_bucket_set)),
+    )
+
+
+def sftp_rules(settings: Settings) -> ChannelRules:
+    """What ``jobs create --channel sftp`` and the import check: the ``path`` column."""
+    return ChannelRules(
+        name="sftp",
+        recipient_field="path",
+        check_recipient=lambda value: check_drop_key(value, "path"),
+        check_target=refusing_target(sftp_target_parser(settings.drop_sftp_host_set)),
+    )

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from delivery_server.errors import PermanentError
 from delivery_server.models import Attachment, ClaimedEmail, Template
@@ -46,6 +48,7 @@ __all__ = [
     "DropFile",
     "DropForm",
     "DropRenderer",
+    "DropTarget",
     "check_drop_key",
     "check_file_name",
     "drop_files",
@@ -61,8 +64,8 @@ _TEXT_TYPE = "text/plain; charset=utf-8"
 _HTML_TYPE = "text/html; charset=utf-8"
 # Control, format (bidi overrides, zero-width), surrogate, line and paragraph separators.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-T = TypeVar("T")
+# The extension an outbox file keeps (so a viewer opens it): short, letters and digits.
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}\Z")
 
 
 def check_drop_key(value: str, field: str = "key") -> str:
@@ -134,12 +137,23 @@ def drop_files(
     return tuple(files)
 
 
+class DropTarget(Protocol):
+    """A parsed ``--target`` (``drop_targets.S3Target``, ``SftpTarget``)."""
+
+    @property
+    def uri(self) -> str: ...
+
+
+T = TypeVar("T", bound=DropTarget)
+
+
 @dataclass(frozen=True, slots=True)
 class DropForm(Generic[T]):
     """One recipient's drop, ready for a drop sender: ``target`` is the job's parsed
-    ``--target`` (``drop_targets.S3Target`` or ``SftpTarget``). Also an
-    ``channels.OutboxForm``: embedded mode writes the same files into the outbox."""
+    ``--target``. Also a ``channels.OutboxForm``: embedded mode writes it into the
+    outbox (see ``outbox_files``)."""
 
+    channel: str
     job_id: int
     email_id: int
     target: T
@@ -150,8 +164,29 @@ class DropForm(Generic[T]):
         return f"{self.job_id}-{self.email_id}"
 
     def outbox_files(self) -> Sequence[tuple[str, bytes]]:
-        """``("/<key>/<file name>", bytes)`` per file: the drop's layout under the stem."""
-        return [(f"/{f.name}", f.data) for f in self.files]
+        """``<stem>.<channel>.json``, a manifest of where each file would have gone
+        (target, ``<key>/<file name>``, type, size, SHA-256), then each file as
+        ``<stem>.<channel>.<n><extension>``: outbox file names hold ids only, as the
+        email outbox's do; the key and file names are in the manifest."""
+        suffixes = [f".{self.channel}.{n}{_extension(f.name)}" for n, f in enumerate(self.files, 1)]
+        manifest = {
+            "channel": self.channel,
+            "target": self.target.uri,
+            "files": [
+                {
+                    "name": f.name,
+                    "content_type": f.content_type,
+                    "bytes": len(f.data),
+                    "sha256": hashlib.sha256(f.data).hexdigest(),
+                    "outbox_file": self.outbox_stem + suffix,
+                }
+                for f, suffix in zip(self.files, suffixes, strict=True)
+            ],
+        }
+        listing = json.dumps(manifest, ensure_ascii=False, indent=2).encode()
+        return [(f".{self.channel}.json", listing)] + [
+            (suffix, f.data) for f, suffix in zip(self.files, suffixes, strict=True)
+        ]
 
     def digest(self) -> str:
         """Names and bytes of every file, hashed: the same drop gives the same id."""
@@ -163,6 +198,11 @@ class DropForm(Generic[T]):
         return digest.hexdigest()[:32]
 
 
+def _extension(name: str) -> str:
+    found = _EXTENSION.search(name)
+    return found.group(0).lower() if found else ""
+
+
 class DropRenderer(Generic[T]):
     """``channels.ChannelRenderer`` of a drop channel: the claimed email's key checked
     again, its job's target parsed and checked against the allow-list, the attachments
@@ -170,11 +210,13 @@ class DropRenderer(Generic[T]):
 
     def __init__(
         self,
+        channel: str,
         field: str,
         parse_target: Callable[[str | None], T],
         renderer: Renderer,
         attachments: AttachmentLoader,
     ) -> None:
+        self._channel = channel
         self._field = field
         self._parse_target = parse_target
         self._renderer = renderer
@@ -188,4 +230,4 @@ class DropRenderer(Generic[T]):
         content = self._renderer.render(template, email.variables)
         loaded = await asyncio.gather(*(self._attachments.load(ref) for ref in email.attachments))
         files = drop_files(key, loaded, content.text_body, content.html_body)
-        return DropForm(job_id=job.id, email_id=email.id, target=target, files=files)
+        return DropForm(self._channel, job.id, email.id, target, files)

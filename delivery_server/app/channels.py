@@ -16,6 +16,7 @@ from delivery_server.adapters.sender_outbox import EventSink
 from delivery_server.app.adapters import open_attachments, open_sender
 from delivery_server.channel_email import EMAIL_RULES, email_channel
 from delivery_server.channels import Channel, ChannelRules, Channels
+from delivery_server.drop_targets import s3_rules, sftp_rules
 from delivery_server.errors import TargetRefusedError
 from delivery_server.renderer import Renderer
 from delivery_server.sendgate import SendGate
@@ -40,6 +41,8 @@ _RULES: dict[str, Callable[[Settings], ChannelRules]] = {
     "email": lambda settings: EMAIL_RULES,
     "webhook": _webhook_rules,
     "sms": _sms_rules,
+    "s3": s3_rules,
+    "sftp": sftp_rules,
 }
 
 
@@ -100,10 +103,24 @@ async def _open_sms(ctx: ChannelContext) -> AsyncIterator[Channel[Any]]:
         yield channel
 
 
+@contextlib.asynccontextmanager
+async def _open_drop(ctx: ChannelContext, name: str) -> AsyncIterator[Channel[Any]]:
+    from delivery_server.adapters.channels.drops import open_s3_channel, open_sftp_channel
+
+    opener = open_s3_channel if name == "s3" else open_sftp_channel
+    async with (
+        open_attachments(ctx.settings) as attachments,
+        opener(ctx.settings, ctx.renderer, attachments) as channel,
+    ):
+        yield channel
+
+
 _OPENERS: dict[str, Opener] = {
     "email": _open_email,
     "webhook": _open_webhook,
     "sms": _open_sms,
+    "s3": lambda ctx: _open_drop(ctx, "s3"),
+    "sftp": lambda ctx: _open_drop(ctx, "sftp"),
 }
 
 

@@ -33,7 +33,7 @@ def drop(key: str = "customers/jane roe", email_id: int = 7) -> DropForm[S3Targe
         text_body="Dear Jane,\nyour statement.",
         html_body=None,
     )
-    return DropForm(job_id=3, email_id=email_id, target=TARGET, files=files)
+    return DropForm("s3", job_id=3, email_id=email_id, target=TARGET, files=files)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def drop(target: SftpTarget, key: str = KEY, pdf: bytes = PDF) -> DropForm[SftpT
     files = drop_files(
         key, [Attachment("statement.pdf", "application/pdf", pdf)], "Dear Jane,", None
     )
-    return DropForm(job_id=3, email_id=7, target=target, files=files)
+    return DropForm("sftp", job_id=3, email_id=7, target=target, files=files)
 
 
 @pytest.fixture
