@@ -169,6 +169,8 @@ async def test_two_publishers_take_over_an_upstream_job_once(
     job_id = await upstream_job(store, 5)
     taken = [await store.take_over(), await other_store.take_over()]
     assert taken == [1, 0]
+    # An upstream schema knows only email (DESIGN §11, §12).
+    assert ((await store.job(job_id)).channel, (await store.job(job_id)).target) == ("email", None)
     sink: list[int] = []
     await store.publish_pending(job_id, 100, publish_into(sink))
     await other_store.publish_pending(job_id, 100, publish_into(sink))
