@@ -51,6 +51,8 @@ class ChannelCase:
     bad_recipient: str
     # Yields the channel; ``send_timeout``: how long a hung send waits for its answer.
     open: Callable[[Behaviour, float], contextlib.AbstractAsyncContextManager[Channel[Any]]]
+    # Delivering twice is harmless (S3 and SFTP drops): an unanswered send is retried.
+    idempotent: bool = False
 
 
 class _ScriptedSender:

@@ -1,4 +1,5 @@
-"""A real SFTP server (asyncssh, in its own thread and event loop) on 127.0.0.1.
+"""A real SFTP server (asyncssh) on 127.0.0.1, in its own thread and event loop
+(``running_sftp_server``) or on the test's (``serving_sftp``).
 
 It serves one directory (chrooted) to one user, who logs in with a password or a key, under
 a host key made for the run; it records the file operations a client asked for (so a test
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class SftpServerState:
     connections: int = 0
     # Directories (relative) where opening a file is refused with "permission denied".
     read_only: set[str] = field(default_factory=set)
+    # Awaited before every open (on the server's loop): a test's scripted fault or hang.
+    before_open: Callable[[str], Awaitable[None]] | None = None
     live: list[asyncssh.SSHServerConnection] = field(default_factory=list)
 
 
@@ -45,10 +48,12 @@ def _recording_sftp(root: Path, state: SftpServerState) -> type[asyncssh.SFTPSer
         def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
             super().__init__(chan, chroot=str(root).encode())
 
-        def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
             state.ops.append(("open", _relative(path)))
             if any(_relative(path).startswith(f"{d}/") for d in state.read_only):
                 raise asyncssh.SFTPPermissionDenied("read-only directory")
+            if state.before_open is not None:
+                await state.before_open(_relative(path))
             return super().open(path, pflags, attrs)
 
         def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
@@ -120,28 +125,56 @@ class SftpServer:
         self._loop.call_soon_threadsafe(cut)
 
 
-@contextmanager
-def running_sftp_server(root: Path) -> Iterator[SftpServer]:
-    """Serve ``root`` over SFTP on a free loopback port until the block ends."""
+def _prepare(root: Path) -> tuple[Path, asyncssh.SSHKey, asyncssh.SSHKey, SftpServerState]:
+    """The served directory (made, resolved), fresh host and client keys, a clean state."""
     root.mkdir(parents=True, exist_ok=True)
-    root = root.resolve()
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
-    state = SftpServerState()
+    return root.resolve(), host_key, client_key, SftpServerState()
+
+
+async def _listen(
+    root: Path,
+    state: SftpServerState,
+    host_key: asyncssh.SSHKey,
+    client_key: asyncssh.SSHKey,
+    port: int = 0,
+) -> asyncssh.SSHAcceptor:
+    return await asyncssh.listen(
+        "127.0.0.1",
+        port,
+        server_host_keys=[host_key],
+        server_factory=_ssh_server(client_key, state),
+        sftp_factory=_recording_sftp(root, state),
+        allow_scp=False,
+    )
+
+
+@asynccontextmanager
+async def serving_sftp(root: Path, port: int = 0) -> AsyncIterator[SftpServer]:
+    """The same server on the running event loop (its hooks run on the test's loop)."""
+    root, host_key, client_key, state = _prepare(root)
+    acceptor = await _listen(root, state, host_key, client_key, port)
+    loop = asyncio.get_running_loop()
+    try:
+        yield SftpServer(acceptor.get_port(), root, host_key, client_key, state, _loop=loop)
+    finally:
+        acceptor.close()
+        await acceptor.wait_closed()
+
+
+@contextmanager
+def running_sftp_server(root: Path) -> Iterator[SftpServer]:
+    """Serve ``root`` over SFTP on a free loopback port, in a thread, until the block
+    ends."""
+    root, host_key, client_key, state = _prepare(root)
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
     ready = threading.Event()
 
     async def listen() -> None:
         try:
-            started["acceptor"] = await asyncssh.listen(
-                "127.0.0.1",
-                0,
-                server_host_keys=[host_key],
-                server_factory=_ssh_server(client_key, state),
-                sftp_factory=_recording_sftp(root, state),
-                allow_scp=False,
-            )
+            started["acceptor"] = await _listen(root, state, host_key, client_key)
         except BaseException as exc:
             started["error"] = exc
         finally:
