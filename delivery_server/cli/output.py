@@ -149,16 +149,19 @@ def jobs_table(jobs: list[Job]) -> Table:
     table.add_column("id", justify="right", no_wrap=True)
     table.add_column("name", overflow="fold", min_width=12, max_width=40)
     table.add_column("status", no_wrap=True)
-    table.add_column("channel", no_wrap=True)
+    # Only when some job is not an email job: an 80-column listing keeps its names whole.
+    channels = any(job.channel != "email" for job in jobs)
+    if channels:
+        table.add_column("channel", no_wrap=True)
     for column in ("sent", "failed", "total"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("created (UTC)", no_wrap=True)
     for job in jobs:
+        cells: list[str | Text] = [str(job.id), Text(job.name), _status(job.status)]
+        if channels:
+            cells.append(job.channel)
         table.add_row(
-            str(job.id),
-            Text(job.name),
-            _status(job.status),
-            job.channel,
+            *cells,
             f"{job.sent_count:,}",
             f"{job.failed_count:,}",
             f"{job.total_count:,}",
