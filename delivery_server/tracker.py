@@ -44,12 +44,12 @@ from delivery_server.tracking import parse_event_message
 log = structlog.get_logger(__name__)
 
 RECEIVE_BATCH = 10  # the most SQS hands out per ReceiveMessage
-# Receives recorded together, at most (so up to 100 events a transaction), and how long a
+# Receives recorded together, at most (so up to 200 events a transaction), and how long a
 # partial group waits for more: a transaction's fixed cost (its statements, the brake's
-# count) then weighs on 100 events, not on the ten or fewer of one receive (SES events are
-# minutes late anyway; docs/benchmarks.md has the figures).
-RECEIVES_PER_RECORD = 10
-RECORD_DELAY = 0.25
+# count) then weighs on up to 200 events, not on the ten or fewer of one receive (SES
+# events are minutes late anyway; docs/benchmarks.md has the figures).
+RECEIVES_PER_RECORD = 20
+RECORD_DELAY = 0.5
 # Receives whose events are not settled yet, at most: one group being recorded while the
 # next fills up. The fetchers wait for a slot before receiving more.
 RECEIVES_IN_FLIGHT = 2 * RECEIVES_PER_RECORD
