@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
@@ -16,10 +17,20 @@ from delivery_server.adapters.aws.s3_drop import S3DropSender, open_s3_drop_send
 from delivery_server.drop_targets import S3Target, parse_s3_target
 from delivery_server.drops import DropForm, drop_files
 from delivery_server.errors import PermanentError, ProviderUnreachableError, RetryableError
-from delivery_server.models import Attachment
+from delivery_server.models import Attachment, AttachmentRef, EmailStatus, JobStatus, NewEmail
 from tests.conftest import free_port
+from tests.integration.harness import (
+    FROM_ADDRESS,
+    STATEMENT,
+    RunningServer,
+    aws_settings,
+    create_sqs_queue,
+    customer,
+    prepared_store,
+    wait_for_job,
+)
 
-pytestmark = [pytest.mark.moto, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.moto, pytest.mark.timeout(90)]
 
 BUCKET = "partner-drops"
 PDF = b"%PDF-1.4\n" + bytes(range(256)) + b"\n%%EOF\n"
@@ -155,3 +166,46 @@ async def test_a_put_that_times_out_is_retried_not_unknown(aws_env: None) -> Non
         await server.wait_closed()
     assert type(caught.value) is RetryableError  # not UncertainSendError: a re-put is harmless
     assert requests == 1  # one attempt per call: the SDK retried nothing
+
+
+async def test_a_server_drops_a_jobs_recipients_and_a_bad_key_fails_alone(
+    moto: str, s3: Any, mariadb_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "statements").mkdir()
+    (tmp_path / "statements" / "42.pdf").write_bytes(PDF)
+    settings = aws_settings(
+        mariadb_url, moto, create_sqs_queue(moto), tmp_path, drop_s3_buckets=BUCKET
+    )
+    statement = AttachmentRef("file:statements/42.pdf", "statement.pdf", "application/pdf")
+    async with prepared_store(settings) as store:
+        await store.add_template(STATEMENT)
+        job = await store.create_job(
+            "drops", STATEMENT.name, FROM_ADDRESS, channel="s3", target=f"s3://{BUCKET}/2026/"
+        )
+        good = [customer(n) for n in (1, 2)]
+        await store.add_emails(
+            job.id,
+            [
+                NewEmail(f"customers/{n}", e.variables, attachments=(statement,))
+                for n, e in zip((1, 2), good, strict=True)
+            ]
+            # Inserted past the import's checks, as an upstream system might.
+            + [NewEmail("../../escape", good[0].variables)],
+        )
+        await store.set_job_status(job.id, JobStatus.PROCESSING)
+        async with RunningServer(settings):
+            finished = await wait_for_job(store, job.id)
+        summary = await store.job_summary(job.id)
+
+    assert finished.status is JobStatus.FAILED
+    assert summary.counts[EmailStatus.SENT] == 2
+    assert summary.counts[EmailStatus.FAILED] == 1
+    (group,) = summary.error_groups
+    assert group.error_class.startswith("PermanentError")
+    # The statement template has text and HTML: both bodies go beside the attachment.
+    assert keys(s3) == [
+        f"2026/customers/{n}/{name}"
+        for n in (1, 2)
+        for name in ("body.html", "body.txt", "statement.pdf")
+    ]
+    assert s3.get_object(Bucket=BUCKET, Key="2026/customers/2/statement.pdf")["Body"].read() == PDF

@@ -17,11 +17,21 @@ from delivery_server.adapters.sftp_drop import (
 from delivery_server.drop_targets import SftpTarget, parse_sftp_target
 from delivery_server.drops import DropForm, drop_files
 from delivery_server.errors import PermanentError, RetryableError
-from delivery_server.models import Attachment
+from delivery_server.models import Attachment, EmailStatus, JobStatus, NewEmail
 from tests.conftest import free_port
+from tests.integration.harness import (
+    FROM_ADDRESS,
+    STATEMENT,
+    RunningServer,
+    aws_settings,
+    create_sqs_queue,
+    customer,
+    prepared_store,
+    wait_for_job,
+)
 from tests.support.sftp_server import PASSWORD, SftpServer, running_sftp_server
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
 KEY = "customers/jane roe"
@@ -207,3 +217,41 @@ async def test_the_pool_keeps_no_more_connections_than_uploads(
     # With room for one, the first login's connection was closed for the second one,
     # so the third drop logged in again; with room for two, both stayed open.
     assert server.state.connections == connections
+
+
+@pytest.mark.moto
+async def test_a_server_uploads_a_jobs_drops_and_a_bad_path_fails_alone(
+    moto: str, mariadb_url: str, tmp_path: Path, server: SftpServer, known_hosts: Path
+) -> None:
+    settings = aws_settings(
+        mariadb_url,
+        moto,
+        create_sqs_queue(moto),
+        tmp_path,
+        drop_sftp_hosts=server.host,
+        sftp_known_hosts=known_hosts,
+        sftp_password=PASSWORD,
+    )
+    async with prepared_store(settings) as store:
+        await store.add_template(STATEMENT)
+        job = await store.create_job(
+            "drops", STATEMENT.name, FROM_ADDRESS, channel="sftp", target=server.target("/in")
+        )
+        variables = customer(1).variables
+        await store.add_emails(
+            job.id,
+            [NewEmail(f"customers/{n}", variables) for n in (1, 2)]
+            # Inserted past the import's checks, as an upstream system might.
+            + [NewEmail("/etc/cron.d/x", variables)],
+        )
+        await store.set_job_status(job.id, JobStatus.PROCESSING)
+        async with RunningServer(settings):
+            finished = await wait_for_job(store, job.id)
+        summary = await store.job_summary(job.id)
+
+    assert finished.status is JobStatus.FAILED
+    assert summary.counts[EmailStatus.SENT] == 2
+    assert summary.counts[EmailStatus.FAILED] == 1
+    assert sorted(served_files(server)) == [
+        f"in/customers/{n}/{name}" for n in (1, 2) for name in ("body.html", "body.txt")
+    ]
