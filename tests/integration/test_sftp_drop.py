@@ -255,3 +255,18 @@ async def test_a_server_uploads_a_jobs_drops_and_a_bad_path_fails_alone(
     assert sorted(served_files(server)) == [
         f"in/customers/{n}/{name}" for n in (1, 2) for name in ("body.html", "body.txt")
     ]
+
+
+async def test_without_a_known_hosts_setting_the_users_known_hosts_is_checked(
+    tmp_path: Path, server: SftpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    credentials = SftpCredentials(password=PASSWORD)
+    async with open_sftp_drop_sender(credentials, timeout=5) as sender:
+        # No ~/.ssh/known_hosts: verification stays on and the host is refused.
+        with pytest.raises(PermanentError, match="host key not verified"):
+            await sender.send(drop(target_of(server)))
+        (home / ".ssh" / "known_hosts").write_text(server.known_hosts_line())
+        assert (await sender.send(drop(target_of(server)))).startswith("sftp-")
