@@ -145,15 +145,16 @@ def found_table(found: Sequence[FoundEmail]) -> Table:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for column in ("email", "job", "job name", "job status", "status", "delivery",
-                   "attempts", "sent (UTC)", "last error"):  # fmt: skip
-        table.add_column(column, justify="right" if column in _NUMBERS else "left", overflow="fold")
+    # Ids, states and times stay whole (a state cut in two reads as two words) and fit 80
+    # columns; the error takes what is left and folds. Job names: --json, or jobs show.
+    for column in ("email", "job", "job status", "status", "delivery", "attempts", "sent (UTC)"):
+        table.add_column(column, justify="right" if column in _NUMBERS else "left", no_wrap=True)
+    table.add_column("last error", overflow="fold", ratio=1)
     for item in found:
         email = item.email
         table.add_row(
             str(email.id),
             str(email.job_id),
-            Text(item.job_name),
             str(item.job_status),
             str(email.status),
             str(email.delivery_status or ""),
