@@ -11,8 +11,10 @@ shared machine, so the figure does not depend on the machine's load. The user's
 ``CPU_TIME`` (the CPU of the threads serving its statements, without InnoDB's background
 work) is reported beside the mariadbd process CPU for the same reason.
 
-Turning ``userstat`` on is a global setting: it is turned on only when it is off and put
-back when the run ends.
+Turning ``userstat`` on is a global setting, and it is left on: two bench runs may share
+the server (each with its own user and database), and one turning it off at its end would
+stop the other's counts midway. A run whose counter was off at either end of its window
+gets no statement figures rather than wrong ones.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pymysql
+import pymysql  # type: ignore[import-untyped]
 
 from bench.workload import connect
 
@@ -83,6 +85,10 @@ class BenchUser:
             return None
         columns = ", ".join(STATEMENT_COLUMNS)
         with connect(self.params) as conn, conn.cursor() as cur:
+            cur.execute("SELECT @@GLOBAL.userstat")
+            (on,) = cur.fetchone()
+            if not on:
+                return None
             cur.execute(
                 f"SELECT {columns}, CPU_TIME FROM information_schema.USER_STATISTICS"  # noqa: S608 - constant columns
                 " WHERE USER = %s",
@@ -97,30 +103,25 @@ class BenchUser:
 @contextlib.contextmanager
 def bench_user(params: Mapping[str, Any], database: str) -> Iterator[BenchUser]:
     """A MariaDB user with every privilege on ``database`` only, counted by MariaDB's
-    user statistics while the block runs; dropped (and ``userstat`` put back) after."""
+    user statistics (turned on); dropped after the block."""
     user = f"dbench_{os.getpid()}_{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(16)
     with connect(params) as conn, conn.cursor() as cur:
         cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
         cur.execute(f"GRANT ALL ON `{database}`.* TO %s@'%%'", (user,))
-        turned_on = _turn_userstat_on(cur)
+        counted = _turn_userstat_on(cur)
     try:
-        yield BenchUser(params, user, password, counted=turned_on is not None)
+        yield BenchUser(params, user, password, counted=counted)
     finally:
         with connect(params) as conn, conn.cursor() as cur:
             cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
-            if turned_on:
-                cur.execute("SET GLOBAL userstat = 0")
 
 
-def _turn_userstat_on(cur: Any) -> bool | None:
-    """Turn ``userstat`` on; True when this did it (so it goes back off after), False
-    when it was on, None when MariaDB keeps no user statistics (MySQL, or no privilege)."""
+def _turn_userstat_on(cur: Any) -> bool:
+    """Turn ``userstat`` on; False when MariaDB keeps no user statistics (MySQL, or no
+    privilege to turn them on)."""
     try:
-        cur.execute("SELECT @@GLOBAL.userstat")
-        (was_on,) = cur.fetchone()
-        if not was_on:
-            cur.execute("SET GLOBAL userstat = 1")
+        cur.execute("SET GLOBAL userstat = 1")
     except pymysql.MySQLError:
-        return None
-    return not was_on
+        return False
+    return True
