@@ -36,6 +36,11 @@ async def test_openapi_document_is_valid_and_describes_every_route(
         for operations in document["paths"].values():
             for operation in operations.values():
                 assert "401" in operation["responses"]
+        # Both ways in are described: a token, or the console's cookie (with its CSRF).
+        schemes = document["components"]["securitySchemes"]
+        assert document["security"] == [{"bearer": []}, {"session": []}]
+        assert schemes["session"] == {"type": "apiKey", "in": "cookie", "name": "ds_session"}
+        assert "X-CSRF-Token" in document["info"]["description"]
         assert (await rig.get("/api/v1/openapi.json", auth=None)).status == 401
 
 

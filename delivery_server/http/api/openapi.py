@@ -12,6 +12,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from delivery_server import __version__
 from delivery_server.http.api.endpoints import JSON, Endpoint
 from delivery_server.http.api.models import ErrorAnswer
+from delivery_server.http.dashboard.sessions import COOKIE as SESSION_COOKIE
 
 REF = "#/components/schemas/{model}"
 _REASONS = {
@@ -47,14 +48,19 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
             "version": __version__,
             "description": "Jobs, their emails, actions, templates, suppressions and the "
             "audit trail. Every route needs Authorization: Bearer <token> "
-            "(delivery-server tokens create).",
+            "(delivery-server tokens create), or the operator console's session cookie; "
+            "a POST with the cookie also sends the session's CSRF token in X-CSRF-Token "
+            '(the console pages carry it in <meta name="csrf-token">).',
         },
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+            },
         },
     }
 
