@@ -55,6 +55,9 @@ class CsrfRefused(Exception):
     """A session's state-changing request without the session's CSRF token (403)."""
 
 
+# The cookie naming the dashboard's session: the API takes it too (and its OpenAPI
+# document describes it), so it is named here, where the dashboard reads it from.
+SESSION_COOKIE = "ds_session"
 # The dashboard's session behind the request's cookie, as a principal (None: no live
 # session); raises ``CsrfRefused`` for an unsafe method without ``X-CSRF-Token``.
 SessionLookup = Callable[[web.Request], Awaitable[Principal | None]]

@@ -10,9 +10,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from delivery_server import __version__
+from delivery_server.http.api.auth import SESSION_COOKIE
 from delivery_server.http.api.endpoints import JSON, Endpoint
 from delivery_server.http.api.models import ErrorAnswer
-from delivery_server.http.dashboard.sessions import COOKIE as SESSION_COOKIE
 
 REF = "#/components/schemas/{model}"
 _REASONS = {

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from delivery_server.api_tokens import ApiToken, TokenScope
+from delivery_server.http.api.auth import SESSION_COOKIE
 
-COOKIE = "ds_session"
+COOKIE = SESSION_COOKIE
 LOGIN_COOKIE = "ds_login"
 IDLE_SECONDS = 2 * 3600.0
 LIFETIME_SECONDS = 12 * 3600.0
