@@ -15,9 +15,12 @@ from typing import Any
 
 from delivery_server.channels import DEFAULT_CHANNEL
 
-# UK numbers reserved for drama (+44 7700 900000-900999): valid, and nobody's.
+# North American numbers reserved for fiction (555-0100 to 555-0199, in ten area codes:
+# a thousand distinct): valid for the numbering plan the import checks, and nobody's. The
+# UK's drama range (+44 7700 900xxx) is not: libphonenumber refuses it.
+_FICTION_AREAS = (202, 212, 312, 415, 617, 713, 305, 206, 404, 503)
 _RECIPIENT: dict[str, Callable[[int], str]] = {
-    "sms": lambda number: f"+447700900{number % 1000:03d}",
+    "sms": lambda number: f"+1{_FICTION_AREAS[number // 100 % 10]}55501{number % 100:02d}",
     "s3": lambda number: f"customer-{number:06d}",
     "sftp": lambda number: f"customer-{number:06d}",
     "webhook": lambda number: f"customer-{number:06d}",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from delivery_server.cli.demo import MARKER, DemoDirectoryError, prepare_directory
+from delivery_server.sms import count_segments
 
 REPO = Path(__file__).resolve().parents[2]
 SUBJECT_START = {
@@ -114,3 +115,26 @@ def test_demo_directory_is_recreated(tmp_path: Path) -> None:
     assert prepare_directory(tmp_path / "out") == output
     assert sorted(p.name for p in output.iterdir()) == [MARKER, "outbox", "statements"]
     assert list((output / "outbox").iterdir()) == []
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("channel", "suffix", "field"), [("sms", ".sms.json", "phone")])
+def test_demo_runs_a_job_on_another_channel_into_the_outbox(
+    tmp_path: Path, channel: str, suffix: str, field: str
+) -> None:
+    result = run_demo(tmp_path, "--emails", "12", "--channel", channel)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "12 sent" in result.stdout
+    output = tmp_path / "demo-output"
+    records = [json.loads(line) for line in (output / "recipients.jsonl").read_text().splitlines()]
+    written = sorted((output / "outbox").glob(f"*{suffix}"))
+    assert len(written) == 12
+    sent = [json.loads(path.read_text()) for path in written]
+    # Each customer's own number and their own balance, in their language.
+    assert sorted(message[field] for message in sent) == sorted(r[field] for r in records)
+    by_number = {r[field]: r for r in records}
+    for message in sent:
+        assert by_number[message[field]]["balance"] in message["body"]
+        # As counted (a French balance's narrow no-break space makes it UCS-2).
+        counted = count_segments(message["body"])
+        assert (message["encoding"], message["segments"]) == (counted.encoding, counted.segments)
