@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,12 +41,12 @@ from delivery_server.models import (
     utcnow,
 )
 from tests.conftest import MARIADB_HOST, MARIADB_PORT, free_port
+from tests.contract.conftest import STORE_BACKENDS
 from tests.support.migrations import head_revision
 
 pytestmark = pytest.mark.timeout(60)
 
 # Fixture names from tests/conftest.py, one per database the store supports.
-STORE_BACKENDS = ["mariadb_url", "sqlite_url"]
 
 DESIGN_COLUMNS = {
     "delivery_template": {
@@ -62,36 +62,6 @@ DESIGN_COLUMNS = {
         "lease_until",
     },
 }  # fmt: skip
-
-
-@pytest.fixture(params=STORE_BACKENDS)
-async def database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(request.param)
-    await upgrade_schema(url)
-    return url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.connect(database_url, pool_size=5)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def other_store(database_url: str) -> AsyncIterator[SqlStore]:
-    """A second pool on the same database: another task of the same service."""
-    opened = await SqlStore.connect(database_url, pool_size=5)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def raw(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """Direct SQL, for what the port does not show (leases) or cannot write (bad rows)."""
-    engine = create_engine(database_url, pool_size=2)
-    yield engine
-    await engine.dispose()
 
 
 async def processing_job(store: SqlStore, count: int, **job: Any) -> tuple[Job, list[int]]:

@@ -16,14 +16,7 @@ from delivery_server.adapters.store_sql import SqlStore
 from delivery_server.adapters.store_sql.schema import email as email_table
 from delivery_server.adapters.store_sql.schema import job as job_table
 from delivery_server.models import EmailStatus, JobStatus, NewEmail, utcnow
-from tests.contract.test_store import (  # the fixtures and helpers of the Store suite
-    database_url,
-    processing_job,
-    raw,
-    store,
-)
-
-__all__ = ["database_url", "raw", "store"]  # fixtures, used by name
+from tests.contract.test_store import processing_job
 
 
 async def _set(

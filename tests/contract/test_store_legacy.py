@@ -23,7 +23,8 @@ from delivery_server.errors import ConfigError
 from delivery_server.models import ClaimOutcome, EmailStatus, JobStatus, NewEmail, utcnow
 from delivery_server.schema_map import parse_schema_map
 from tests.contract import test_store as suite
-from tests.contract.test_store import STORE_BACKENDS, publish_into, queue_all, raw  # noqa: F401
+from tests.contract.conftest import STORE_BACKENDS
+from tests.contract.test_store import publish_into, queue_all
 from tests.support.legacy_schema import create_legacy_tables, eed_job, eed_mail, schema_map
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,11 +5,11 @@ again, never one that is not queued."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
-from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
+from delivery_server.adapters.store_sql import SqlStore
 from delivery_server.models import (
     ClaimOutcome,
     EmailStatus,
@@ -20,15 +20,6 @@ from delivery_server.models import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(params=["mariadb_url", "sqlite_url"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[SqlStore]:
-    url: str = request.getfixturevalue(request.param)
-    await upgrade_schema(url)
-    opened = await SqlStore.connect(url, pool_size=5)
-    yield opened
-    await opened.close()
 
 
 async def queued_job(store: SqlStore, count: int) -> tuple[int, list[int]]:

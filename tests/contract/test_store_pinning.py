@@ -11,19 +11,16 @@ an attempt, and the job finishes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from delivery_server.adapters.store_sql import SqlStore, deadlines, upgrade_schema
-from delivery_server.adapters.store_sql.engine import create_engine
+from delivery_server.adapters.store_sql import SqlStore, deadlines
 from delivery_server.adapters.store_sql.schema import job as job_table
 from delivery_server.models import ClaimOutcome, EmailStatus, JobStatus, Template, utcnow
 from tests.contract.test_store import (
-    STORE_BACKENDS,
     email_row,
     processing_job,
     publish_into,
@@ -31,27 +28,6 @@ from tests.contract.test_store import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(params=STORE_BACKENDS)
-async def database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(request.param)
-    await upgrade_schema(url)
-    return url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.connect(database_url, pool_size=5)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def raw(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=2)
-    yield engine
-    await engine.dispose()
 
 
 async def push(store: SqlStore, locale: str, text: str) -> Template:

@@ -4,7 +4,7 @@ text, and the kind a failure records (``delivery_email.failure_kind``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -26,32 +26,11 @@ from delivery_server.models import (
     QueueMessage,
     utcnow,
 )
+from tests.contract.conftest import STORE_BACKENDS
 
 pytestmark = pytest.mark.timeout(60)
 
-STORE_BACKENDS = ["mariadb_url", "sqlite_url"]
 PERMANENT, TRANSIENT = FailureKind.PERMANENT, FailureKind.TRANSIENT
-
-
-@pytest.fixture(params=STORE_BACKENDS)
-async def database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(request.param)
-    await upgrade_schema(url)
-    return url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.connect(database_url, pool_size=5)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def raw(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=2)
-    yield engine
-    await engine.dispose()
 
 
 Outcome = tuple[EmailStatus, str, FailureKind | None]

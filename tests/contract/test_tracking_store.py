@@ -37,19 +37,13 @@ from delivery_server.models import (
     TrackingEvent,
     utcnow,
 )
+from tests.contract.conftest import STORE_BACKENDS
 from tests.contract.test_store import (  # the fixtures and helpers of the Store suite
-    STORE_BACKENDS,
-    database_url,
     email_row,
-    other_store,
     processing_job,
     queue_all,
-    raw,
-    store,
 )
 from tests.support.migrations import head_revision
-
-__all__ = ["database_url", "other_store", "raw", "store"]  # fixtures, used by name
 
 pytestmark = pytest.mark.timeout(60)
 

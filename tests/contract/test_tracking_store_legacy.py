@@ -8,10 +8,9 @@ import pytest
 
 from tests.contract import test_store as store_suite
 from tests.contract import test_tracking_store as suite
-from tests.contract.test_store import raw
 from tests.contract.test_store_legacy import database_url, other_store, run_suite_mapped, store
 
-__all__ = ["database_url", "other_store", "raw", "store"]  # fixtures, used by name
+__all__ = ["database_url", "other_store", "store"]  # fixtures, used by name
 
 pytestmark = pytest.mark.timeout(60)
 
