@@ -13,6 +13,9 @@ channel is three small parts, joined in the composition root (``app/channels.py`
         sender      ChannelSender[Out]: one attempt to deliver Out; returns a provider id
         gate        the channel's own SendGate: a paused SES account or an SES rate never
                     holds an SMS, a drop or a webhook back, nor the other way round
+        segments_of Out → the parts a send of it is billed as (an SMS's segments),
+                    recorded with the send (``delivery_email.segments``); None (the
+                    default) for channels billed per message
 
 How to plug a channel in (sms, s3, sftp — the webhook is the worked example,
 ``adapters/channels/webhook.py``):
@@ -75,6 +78,7 @@ __all__ = [
     "OutboxForm",
     "TargetRefusedError",
     "no_target",
+    "uncounted",
 ]
 
 DEFAULT_CHANNEL = "email"
@@ -140,6 +144,11 @@ class OutboxForm(Protocol):
         ...
 
 
+def uncounted(outgoing: object) -> int | None:
+    """``Channel.segments_of`` of a channel billed per message: nothing to record."""
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Channel(Generic[Out]):
     """One channel, as the pipeline uses it: render, then send, paced by its own gate."""
@@ -148,6 +157,8 @@ class Channel(Generic[Out]):
     renderer: ChannelRenderer[Out]
     sender: ChannelSender[Out]
     gate: SendGate = field(default_factory=SendGate)
+    # The parts a sent form was billed as, recorded with its send (SMS segments).
+    segments_of: Callable[[Out], int | None] = uncounted
 
     @property
     def name(self) -> str:

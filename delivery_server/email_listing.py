@@ -40,3 +40,4 @@ class EmailRow:
     updated_at: datetime | None = None
     sent_at: datetime | None = None
     delivery_updated_at: datetime | None = None
+    segments: int | None = None  # the parts its send was billed as (SMS segments)

@@ -76,6 +76,8 @@ EXPORT_COLUMNS = (
     "updated_at",
     "sent_at",
     "delivery_updated_at",
+    # The parts its send was billed as (an SMS's segments); empty for other channels.
+    "segments",
 )
 # A cell starting with one of these is a formula to a spreadsheet (CSV injection):
 # addresses and provider errors are outside data, and exports are opened in Excel.
@@ -100,6 +102,7 @@ def export_row(row: EmailRow) -> list[str]:
         row.updated_at,
         row.sent_at,
         row.delivery_updated_at,
+        row.segments,
     ]
     return [_cell(value) for value in values]
 

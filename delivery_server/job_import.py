@@ -51,6 +51,7 @@ class JobRequest:
     # Its channel (the recipient column and its check, the target's) and target.
     channel: ChannelRules = EMAIL_RULES
     target: str | None = None
+    max_segments: int | None = None  # an sms job's cap; None: the setting's
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ async def create_job_from_file(
             send_by=request.send_by,
             channel=request.channel.name,
             target=target,
+            max_segments=request.max_segments,
         )
         await _import(store, report.job.id, first, batches, report, on_progress)
         if not request.draft:

@@ -192,6 +192,8 @@ class Job:
     # where: the recipient value in ``to_address`` is read against it.
     channel: str = "email"
     target: str | None = None
+    # An sms job's cap on segments per SMS; None: ``DELIVERY_SMS_MAX_SEGMENTS``.
+    max_segments: int | None = None
 
     def deadline_passed(self, now: datetime) -> bool:
         """Whether it is too late to send its emails (``send_by`` has come)."""

@@ -180,9 +180,10 @@ class Pipeline:
         if provider_id is None:
             await self._settle_expired(email.id, settlement, bound)
             return
-        sent = provider_id
+        sent, segments = provider_id, channel.segments_of(outgoing)
         await self._record(
-            lambda: self._store.mark_sent(email.id, sent, utcnow(), rendered_with), bound
+            lambda: self._store.mark_sent(email.id, sent, utcnow(), rendered_with, segments),
+            bound,
         )
         channel.gate.on_success()
         self._metrics.emails_sent.inc()

@@ -154,8 +154,10 @@ class EmailStore(Protocol):
         provider_message_id: str,
         sent_at: datetime,
         template_version: int | None = None,
+        segments: int | None = None,
     ) -> None:
-        """Record a confirmed send, and the template version that rendered it."""
+        """Record a confirmed send, the template version that rendered it and, for a
+        channel billed per part, how many parts it was sent as (an SMS's segments)."""
         ...
 
     async def mark_retry(self, email_id: int, error: str | None, count_attempt: bool) -> None:
@@ -227,10 +229,12 @@ class AdminStore(Protocol):
         send_by: datetime | None = None,
         channel: str = "email",
         target: str | None = None,
+        max_segments: int | None = None,
     ) -> Job:
         """Create a job in ``draft`` (``unsubscribe``: its emails carry one-click links;
         ``send_by``: emails not sent by then become ``expired``; ``channel``, ``target``:
-        what and where it delivers through, DESIGN §12)."""
+        what and where it delivers through, DESIGN §12; ``max_segments``: an sms job's
+        cap on segments per SMS, None for the setting's)."""
         ...
 
     async def add_emails(self, job_id: int, emails: Iterable[NewEmail]) -> int:

@@ -51,6 +51,8 @@ MAX_SMS_BYTES = 1600
 _MAX_SMS_CHARS = MAX_SMS_BYTES * 8 // 7
 
 E164_MIN_DIGITS, E164_MAX_DIGITS = 8, 15
+# A job's cap on segments per SMS (``jobs create --max-segments``) is within these.
+MIN_SEGMENT_CAP, MAX_SEGMENT_CAP = 1, 12
 
 
 class SmsEncoding(StrEnum):
@@ -134,9 +136,36 @@ def _fill(costs: list[int], single: int, part: int) -> int:
     return segments
 
 
-def check_sms_body(text: str, max_segments: int) -> SmsSegments:
+@dataclass(frozen=True, slots=True)
+class SegmentCap:
+    """The most segments one SMS of a job may take, and where that figure comes from."""
+
+    segments: int
+    source: str  # "--max-segments" or "DELIVERY_SMS_MAX_SEGMENTS", for the error
+
+
+def job_segment_cap(job_cap: int | None, setting: int) -> SegmentCap:
+    """The cap an sms job's bodies are held to: its own, else the setting's.
+    ``PermanentError`` for a job cap out of range (rows may be written by upstream
+    systems, not only by ``jobs create``)."""
+    if job_cap is None:
+        return SegmentCap(setting, "DELIVERY_SMS_MAX_SEGMENTS")
+    if not MIN_SEGMENT_CAP <= job_cap <= MAX_SEGMENT_CAP:
+        raise PermanentError(
+            f"the job's max_segments is {job_cap}, not {MIN_SEGMENT_CAP} to {MAX_SEGMENT_CAP}"
+        )
+    return SegmentCap(job_cap, "--max-segments")
+
+
+def check_sms_body(text: str, max_segments: SegmentCap | int) -> SmsSegments:
     """The segments of a rendered body that may be sent; ``PermanentError`` (saying
-    why, never quoting the text) when it is empty, over SNS's size or over the cap."""
+    why, never quoting the text) when it is empty, over SNS's size or over the cap (a
+    bare number is taken for the setting's)."""
+    cap = (
+        max_segments
+        if isinstance(max_segments, SegmentCap)
+        else SegmentCap(max_segments, "DELIVERY_SMS_MAX_SEGMENTS")
+    )
     if not text.strip():
         raise PermanentError("SMS body is empty")
     if len(text) > _MAX_SMS_CHARS:
@@ -149,9 +178,9 @@ def check_sms_body(text: str, max_segments: int) -> SmsSegments:
             f"SMS body is {counted.encoded_bytes} bytes in {counted.encoding.value.upper()},"
             f" over SNS's {MAX_SMS_BYTES}-byte limit"
         )
-    if counted.segments > max_segments:
+    if counted.segments > cap.segments:
         raise PermanentError(
-            f"SMS body is {counted.describe()}, over the job's cap of {max_segments}"
+            f"SMS body is {counted.describe()}, over the job's cap of {cap.segments} ({cap.source})"
         )
     return counted
 

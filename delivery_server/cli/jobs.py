@@ -36,6 +36,7 @@ from delivery_server.mime import check_header, validate_address
 from delivery_server.models import Job, JobStatus, utcnow
 from delivery_server.ports import Store
 from delivery_server.settings import Settings
+from delivery_server.sms import MAX_SEGMENT_CAP
 
 MAX_ID = 2**63 - 1
 MAX_ERROR_TEXT = 1000  # longer than any last_error worth matching on
@@ -84,6 +85,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="where an s3, sftp or webhook job delivers (s3://bucket/prefix/, "
         "sftp://user@host/dir, https://host/path); allowed by DELIVERY_DROP_S3_BUCKETS, "
         "DELIVERY_DROP_SFTP_HOSTS, DELIVERY_WEBHOOK_HOSTS",
+    )
+    create.add_argument(
+        "--max-segments",
+        type=positive_int(MAX_SEGMENT_CAP),
+        metavar="N",
+        help=f"an sms job's cap on segments per SMS (1-{MAX_SEGMENT_CAP}; default "
+        "DELIVERY_SMS_MAX_SEGMENTS): a longer body fails that recipient",
     )
     create.add_argument("--name", type=job_name, metavar="N", help="a name for people")
     create.add_argument(
@@ -271,6 +279,8 @@ async def _create(args: argparse.Namespace) -> int:
         _check_unsubscribe_links(settings)
     if args.check and args.channel != DEFAULT_CHANNEL:
         raise UsageError("--check: the pre-flight reads email recipients; leave it out")
+    if args.max_segments is not None and args.channel != "sms":
+        raise UsageError("--max-segments: only sms jobs count segments (add --channel sms)")
     rules = channel_rules(settings, args.channel)
     # Refused before anything is opened; the import checks it again for other callers.
     target = rules.check_target(args.target)
@@ -287,6 +297,7 @@ async def _create(args: argparse.Namespace) -> int:
         send_by=args.send_by,
         channel=rules,
         target=target,
+        max_segments=args.max_segments,
     )
     err = Console(stderr=True)
     async with _store(args) as store:

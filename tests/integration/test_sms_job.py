@@ -69,6 +69,7 @@ async def test_an_sms_job_sends_suppresses_and_fails_each_alone(
     assert finished.status is JobStatus.FAILED
     good = emails["+14155550100"]
     assert good.status is EmailStatus.SENT
+    assert good.segments == 1  # recorded with the send
     assert sent_sms(moto) == [
         {
             "message_id": good.provider_message_id,
@@ -88,3 +89,40 @@ async def test_an_sms_job_sends_suppresses_and_fails_each_alone(
         assert emails[phone].status is EmailStatus.FAILED, phone
         assert reason in (emails[phone].last_error or ""), phone
         assert phone.lstrip("+") not in (emails[phone].last_error or "")
+
+
+async def test_a_jobs_own_cap_overrides_the_setting_and_each_send_records_its_segments(
+    mariadb_url: str, moto: str, tmp_path: Path
+) -> None:
+    queue_url = create_sqs_queue(moto)
+    settings = aws_settings(mariadb_url, moto, queue_url, tmp_path, sms_max_segments=1)
+    # The body's fixed text is 29 GSM-7 characters; a longer SMS goes in parts of 153.
+    recipients = [
+        NewEmail("+14155550100", {"name": "a" * 200}),  # 229 septets: 2 segments
+        NewEmail("+14155550101", {"name": "b" * 300}),  # 329 septets: 3 segments
+        NewEmail("+14155550102", {"name": "Ann"}),  # 1 segment
+    ]
+    async with prepared_store(settings) as store:
+        await store.add_template(NOTICE)
+        job = await store.create_job(
+            "sms", NOTICE.name, FROM_ADDRESS, channel="sms", max_segments=2
+        )
+        await store.add_emails(job.id, recipients)
+        await store.set_job_status(job.id, JobStatus.PROCESSING, [JobStatus.DRAFT])
+        async with RunningServer(settings):
+            await wait_for_job(store, job.id)
+        page = await store.email_page(job.id, EmailFilter(), limit=10)
+        emails = {row.to_address: row for row in page}
+
+    assert (emails["+14155550100"].status, emails["+14155550100"].segments) == (
+        EmailStatus.SENT,
+        2,
+    )
+    assert (emails["+14155550102"].status, emails["+14155550102"].segments) == (
+        EmailStatus.SENT,
+        1,
+    )
+    over = emails["+14155550101"]
+    assert (over.status, over.segments) == (EmailStatus.FAILED, None)
+    assert "3 segments (GSM-7), over the job's cap of 2 (--max-segments)" in (over.last_error or "")
+    assert len(sent_sms(moto)) == 2

@@ -53,6 +53,7 @@ class FakeAdminStore:
         send_by: datetime | None = None,
         channel: str = "email",
         target: str | None = None,
+        max_segments: int | None = None,
     ) -> Job:
         job = Job(
             len(self.jobs) + 1,
@@ -66,6 +67,7 @@ class FakeAdminStore:
             send_by=send_by,
             channel=channel,
             target=target,
+            max_segments=max_segments,
         )
         self.jobs[job.id] = job
         return job

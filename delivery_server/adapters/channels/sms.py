@@ -4,8 +4,10 @@ Rules: the recipient field is ``phone``, checked by ``sms.normalize_phone`` at t
 and again here at the claim (rows may come from upstream systems); an sms job takes no
 ``--target``. The renderer renders ``sms_body``, counts its GSM-7 or UCS-2 segments and
 refuses (permanently, for that recipient only) an empty body, one over SNS's 1600 bytes or
-one over ``DELIVERY_SMS_MAX_SEGMENTS``. The sender is SNS (``adapters/aws/sns_sms.py``),
-or with ``DELIVERY_SENDER=outbox`` a ``<job>-<email>.sms.json`` file in the outbox.
+one over the job's cap (``jobs create --max-segments``, else ``DELIVERY_SMS_MAX_SEGMENTS``).
+The segments of each SMS sent are recorded with its send (``delivery_email.segments``).
+The sender is SNS (``adapters/aws/sns_sms.py``), or with ``DELIVERY_SENDER=outbox`` a
+``<job>-<email>.sms.json`` file in the outbox.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from delivery_server.channels import Channel, ChannelRules, no_target
 from delivery_server.models import ClaimedEmail, Template
 from delivery_server.renderer import Renderer
 from delivery_server.settings import Settings
-from delivery_server.sms import OutgoingSms, check_sms_body, normalize_phone
+from delivery_server.sms import OutgoingSms, check_sms_body, job_segment_cap, normalize_phone
 
 SMS_RULES = ChannelRules(
     name="sms",
@@ -32,16 +34,22 @@ class SmsRenderer:
 
     def __init__(self, renderer: Renderer, max_segments: int) -> None:
         self._renderer = renderer
-        self._max_segments = max_segments
+        self._max_segments = max_segments  # DELIVERY_SMS_MAX_SEGMENTS: a job without a cap
 
     async def render(self, claimed: ClaimedEmail, template: Template) -> OutgoingSms:
         email = claimed.email
         phone = normalize_phone(email.to_address)
         body = self._renderer.render_sms_body(template, email.variables)
-        segments = check_sms_body(body, self._max_segments)
+        cap = job_segment_cap(claimed.job.max_segments, self._max_segments)
+        segments = check_sms_body(body, cap)
         return OutgoingSms(
             job_id=claimed.job.id, email_id=email.id, phone=phone, body=body, segments=segments
         )
+
+
+def billed_segments(outgoing: OutgoingSms) -> int:
+    """``Channel.segments_of``: what SNS bills the SMS as, recorded with its send."""
+    return outgoing.segments.segments
 
 
 @asynccontextmanager
@@ -53,7 +61,9 @@ async def open_sms_channel(
     if settings.sender == "outbox":
         from delivery_server.adapters.channel_outbox import ChannelOutbox
 
-        yield Channel(SMS_RULES, sms_renderer, ChannelOutbox(settings.outbox_dir))
+        yield Channel(
+            SMS_RULES, sms_renderer, ChannelOutbox(settings.outbox_dir), segments_of=billed_segments
+        )
         return
     from delivery_server.adapters.aws.sns_sms import open_sns_sms_sender
 
@@ -63,4 +73,4 @@ async def open_sms_channel(
         max_connections=settings.concurrency,
         timeout=settings.send_timeout,
     ) as sender:
-        yield Channel(SMS_RULES, sms_renderer, sender)
+        yield Channel(SMS_RULES, sms_renderer, sender, segments_of=billed_segments)

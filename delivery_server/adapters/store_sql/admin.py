@@ -67,9 +67,11 @@ class AdminQueries(Queries):
         send_by: datetime | None = None,
         channel: str = "email",
         target: str | None = None,
+        max_segments: int | None = None,
     ) -> Job:
         """Create a job in ``draft`` (``send_by``: emails not sent by then expire;
-        ``channel`` and ``target``: what and where it delivers through)."""
+        ``channel`` and ``target``: what and where it delivers through; ``max_segments``:
+        an sms job's cap on segments per SMS)."""
         values: dict[str, Any] = {
             "name": name,
             "status": JobStatus.DRAFT,
@@ -81,6 +83,7 @@ class AdminQueries(Queries):
             "send_by": send_by,
             "channel": channel,
             "target": target,
+            "max_segments": max_segments,
             "created_at": utcnow(),
             "total_count": 0,
             "sent_count": 0,

@@ -167,11 +167,13 @@ class EmailQueries(Queries):
         provider_message_id: str,
         sent_at: datetime,
         template_version: int | None = None,
+        segments: int | None = None,
     ) -> None:
-        """Record a confirmed send of a claimed (or lease-expired) email and the template
-        version that rendered it; returns once it is committed (with the other sends
-        recorded in the same moment)."""
-        record = SendRecord(email_id, provider_message_id, sent_at, template_version)
+        """Record a confirmed send of a claimed (or lease-expired) email, the template
+        version that rendered it and the parts it was billed as (``segments``, None for
+        channels that do not count them); returns once it is committed (with the other
+        sends recorded in the same moment)."""
+        record = SendRecord(email_id, provider_message_id, sent_at, template_version, segments)
         await self._sent.submit(record)
 
     async def _mark_sent_batch(self, sends: list[SendRecord]) -> list[None]:

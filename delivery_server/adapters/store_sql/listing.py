@@ -34,6 +34,7 @@ _EMAIL_COLUMNS = (
     email.c.updated_at,
     email.c.sent_at,
     email.c.delivery_updated_at,
+    email.c.segments,
 )
 
 
@@ -99,4 +100,5 @@ def _email_row(row: Mapping[Any, Any]) -> EmailRow:
         updated_at=row["updated_at"],
         sent_at=row["sent_at"],
         delivery_updated_at=row["delivery_updated_at"],
+        segments=row["segments"],
     )

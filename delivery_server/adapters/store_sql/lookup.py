@@ -62,6 +62,7 @@ _FOUND_COLUMNS = (
     email.c.updated_at,
     email.c.sent_at,
     email.c.delivery_updated_at,
+    email.c.segments,
     job.c.name.label("job_name"),
     job.c.status.label("job_status"),
 )
@@ -222,6 +223,7 @@ def _found(row: Mapping[Any, Any]) -> FoundEmail:
             updated_at=row["updated_at"],
             sent_at=row["sent_at"],
             delivery_updated_at=row["delivery_updated_at"],
+            segments=row["segments"],
         ),
         job_name=row["job_name"],
         job_status=JobStatus(row["job_status"]),

@@ -77,6 +77,7 @@ def job_from_row(row: Mapping[Any, Any]) -> Job:
         send_by=row.get("send_by"),
         channel=row.get("channel") or "email",
         target=row.get("target"),
+        max_segments=row.get("max_segments"),
     )
 
 

@@ -103,6 +103,8 @@ job = sa.Table(
     # webhooks, where (an s3://, sftp:// or https:// URI; never a secret).
     sa.Column("channel", sa.String(16), nullable=False, server_default="email"),
     sa.Column("target", sa.String(1024), nullable=True),
+    # An sms job's cap on segments per SMS (1..12); NULL: DELIVERY_SMS_MAX_SEGMENTS.
+    sa.Column("max_segments", sa.SmallInteger(), nullable=True),
     # The publisher polls for processing jobs that are due.
     sa.Index("ix_delivery_job_status_scheduled", "status", "scheduled_at"),
     **MYSQL_TABLE_OPTIONS,
@@ -141,6 +143,9 @@ email = sa.Table(
     # Why a failed email failed: ``permanent`` or ``transient`` (``models.FailureKind``);
     # NULL when not failed, or failed before r0006 without a PermanentError.
     sa.Column("failure_kind", sa.String(16), nullable=True),
+    # What its send was billed as, for channels billed per part (an SMS's segments);
+    # NULL for the others (``channels.Channel.segments_of``).
+    sa.Column("segments", sa.SmallInteger(), nullable=True),
     # Publishing pages (job, pending, by id), per-job counts, and the job summary.
     sa.Index(JOB_STATUS_INDEX, "job_id", "status", "id"),
     # The reconciler: stale queued emails and expired sending leases.

@@ -41,14 +41,16 @@ REOPEN_JOBS = (
 
 @dataclass(frozen=True, slots=True)
 class SendRecord:
-    """A confirmed send: which email, the provider's message id, when, and the template
+    """A confirmed send: which email, the provider's message id, when, the template
     version that rendered it (None when the record comes from elsewhere, SES's ``Send``
-    event: the email keeps the version it has)."""
+    event: the email keeps the version it has) and the parts it was billed as (an SMS's
+    segments; None for channels that do not count them: the email keeps what it has)."""
 
     email_id: int
     provider_message_id: str
     sent_at: datetime
     template_version: int | None = None
+    segments: int | None = None
 
 
 class _Versions(Enum):
@@ -90,13 +92,19 @@ def mark_sent_many(
     else:
         written = _Versions.EACH
         params.update({f"b_tv{n}": send.template_version for n, send in enumerate(sends)})
-    return _mark_sent_statement(len(sends), status, written), params
+    # Most batches are email sends, none counted: their statement leaves the column alone.
+    counted = any(send.segments is not None for send in sends)
+    if counted:
+        params.update({f"b_sg{n}": send.segments for n, send in enumerate(sends)})
+    return _mark_sent_statement(len(sends), status, written, counted), params
 
 
-# Sized for every batch size of both statuses and each way of writing versions
-# (``SENT_BATCH`` is 50).
-@functools.lru_cache(maxsize=512)
-def _mark_sent_statement(size: int, status: EmailStatus, versions: _Versions) -> sa.Update:
+# Sized for every batch size of both statuses, each way of writing versions and with or
+# without segments (``SENT_BATCH`` is 50).
+@functools.lru_cache(maxsize=1024)
+def _mark_sent_statement(
+    size: int, status: EmailStatus, versions: _Versions, segments: bool
+) -> sa.Update:
     """The UPDATE for ``size`` sends, built once per size (and so compiled once: SQL
     compilation is cached per statement object, and building the statement with its
     CASE cost more than executing it)."""
@@ -120,4 +128,7 @@ def _mark_sent_statement(size: int, status: EmailStatus, versions: _Versions) ->
     elif versions is _Versions.EACH:
         each = per_email("b_tv", sa.Integer)
         values["template_version"] = sa.func.coalesce(each, email.c.template_version)
+    if segments:  # an uncounted send of a mixed batch keeps what it has
+        counted = per_email("b_sg", sa.SmallInteger)
+        values["segments"] = sa.func.coalesce(counted, email.c.segments)
     return sa.update(email).where(email.c.id.in_(ids), email.c.status == status).values(values)
