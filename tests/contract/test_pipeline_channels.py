@@ -15,6 +15,7 @@ import pytest
 from delivery_server.adapters.queue_local import LocalQueue
 from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
 from delivery_server.channels import Channels
+from delivery_server.email_listing import EmailFilter
 from delivery_server.metrics import Metrics
 from delivery_server.models import (
     EmailStatus,
@@ -38,7 +39,9 @@ from tests.contract.drop_channels import DROP_CASES
 
 pytestmark = pytest.mark.timeout(60)
 SEND_TIMEOUT = 0.5
-TEMPLATE = Template("notice", "en", 0, "Notice for {{ name }}", "Dear {{ name }}", None)
+TEMPLATE = Template(
+    "notice", "en", 0, "Notice for {{ name }}", "Dear {{ name }}", None, sms_body="Dear {{ name }}"
+)
 
 
 @dataclass
@@ -97,7 +100,8 @@ async def rig(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[R
     await store.add_template(TEMPLATE)
     queue = LocalQueue()
     settlements = Settlements(queue)
-    behaviour = Behaviour()
+    provider = request.getfixturevalue(case.provider) if case.provider else None
+    behaviour = Behaviour(provider=provider)
     metrics = Metrics()
     try:
         async with case.open(behaviour, SEND_TIMEOUT) as channel:
@@ -128,6 +132,8 @@ async def test_every_email_is_sent_once_and_a_duplicate_message_sends_nothing(ri
     assert sorted(rig.behaviour.delivered) == sorted(ids)
     assert await rig.statuses(job_id) == {EmailStatus.SENT: 5}
     assert channel_count(rig.metrics, rig.case.name, "sent") == 5
+    rows = await rig.store.email_page(job_id, EmailFilter(), limit=10)
+    assert [row.segments for row in rows] == [rig.case.segments] * 5
 
 
 async def test_a_retryable_failure_costs_an_attempt_then_fails_after_the_last(rig: Rig) -> None:
