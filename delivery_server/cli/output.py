@@ -77,6 +77,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "send_by": _time(job.send_by),
         "channel": job.channel,
         "target": job.target,
+        "max_segments": job.max_segments,
     }
 
 
@@ -179,7 +180,8 @@ def print_summary(console: Console, summary: JobSummary) -> None:
     about.add_row("job", Text(f"{job.id}  {job.name}"))
     about.add_row("status", _status(job.status))
     # The counts below are of this channel's sends (sms sent, files dropped, POSTs).
-    about.add_row("channel", Text(job.channel + (f" → {job.target}" if job.target else "")))
+    cap = f" (at most {job.max_segments} segments per SMS)" if job.max_segments else ""
+    about.add_row("channel", Text(job.channel + (f" → {job.target}" if job.target else "") + cap))
     pinned = f" (version {job.template_version})" if job.template_version else ""
     about.add_row("template", Text(job.template_name + pinned))
     about.add_row("from", Text(job.from_address))

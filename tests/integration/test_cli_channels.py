@@ -84,3 +84,36 @@ def test_a_webhook_job_without_the_signing_key_is_refused(
         cli, refs(tmp_path / "r.csv"), "--channel", "webhook", "--target", "https://hooks.example/x"
     )
     assert (result.code, "DELIVERY_WEBHOOK_SECRET" in result.err) == (2, True)
+
+
+def phones(path: Path) -> Path:
+    path.write_text("phone,name\n+14155550100,Ann\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.usefixtures("templates")
+def test_an_sms_job_keeps_its_own_cap_on_segments(cli: Cli, tmp_path: Path) -> None:
+    result = create(cli, phones(tmp_path / "p.csv"), "--channel", "sms", "--max-segments", "2")
+    assert result.code == 0, result.err
+    job = show(cli, int(result.out.split()[1]))["job"]
+    assert (job["channel"], job["max_segments"]) == ("sms", 2)
+    plain = create(cli, phones(tmp_path / "q.csv"), "--channel", "sms")
+    assert show(cli, int(plain.out.split()[1]))["job"]["max_segments"] is None  # the setting's
+
+
+@pytest.mark.usefixtures("templates")
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--max-segments", "2"), "--max-segments: only sms jobs"),
+        (("--channel", "sms", "--max-segments", "13"), "--max-segments"),
+        (("--channel", "sms", "--max-segments", "0"), "--max-segments"),
+    ],
+)
+def test_a_cap_on_segments_outside_an_sms_job_or_1_to_12_exits_2(
+    cli: Cli, tmp_path: Path, extra: tuple[str, ...], named: str
+) -> None:
+    result = create(cli, phones(tmp_path / "p.csv"), *extra)
+    assert result.code == 2
+    assert named in result.err
+    assert cli("jobs", "list", "--json").json() == []  # nothing written
