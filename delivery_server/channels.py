@@ -51,9 +51,9 @@ How to plug a channel in (sms, s3, sftp — the webhook is the worked example,
    ``ChannelCase`` per channel (how its sender is faked to succeed, fail, fail
    permanently, hang); add yours to ``CHANNEL_CASES``.
 
-Migrations: this issue's core is ``r0008`` (``delivery_job.channel``, ``.target``); if
-your channel needs columns, SMS takes ``r0009`` and the drops ``r0010`` (chained in that
-order), so that the three of us never write two heads.
+Migrations: this issue's core is ``r0008`` (``delivery_job.channel``, ``.target``); SMS
+took ``r0009`` (``delivery_template.sms_body``) and ``r0010`` (``delivery_email.segments``,
+``delivery_job.max_segments``); the drops needed none. Chain a new one after the newest.
 """
 
 from __future__ import annotations
