@@ -442,7 +442,8 @@ class Store(
     """Everything the database does; one adapter implements it for MySQL and SQLite."""
 
     async def count_by_status(self) -> tuple[dict[JobStatus, int], dict[EmailStatus, int]]:
-        """Jobs and emails by status, for metrics and readiness."""
+        """Jobs by status, and the emails of the jobs in flight or recently finished by
+        status, for metrics and readiness (its cost follows the active jobs)."""
         ...
 
     async def close(self) -> None:

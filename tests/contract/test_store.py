@@ -1098,3 +1098,16 @@ async def test_claims_and_send_records_cost_only_their_statements(mariadb_url: s
         }
     finally:
         await store.close()
+
+
+async def test_concurrent_pushes_in_different_locales_never_share_a_version(
+    store: SqlStore, other_store: SqlStore
+) -> None:
+    pushes = [
+        s.add_template(Template("letter", locale, 0, f"S{i}", "T"))
+        for i, (s, locale) in enumerate(
+            zip([store, other_store] * 4, ["en", "de", "fr", "en"] * 2, strict=True)
+        )
+    ]
+    versions = sorted(t.version for t in await asyncio.gather(*pushes))
+    assert versions == [1, 2, 3, 4, 5, 6, 7, 8]

@@ -14,6 +14,7 @@ from delivery_server.adapters.store_sql.base import INSERT_BATCH, Queries, batch
 from delivery_server.adapters.store_sql.lookup import error_groups
 from delivery_server.adapters.store_sql.rows import job_from_row, template_from_row
 from delivery_server.adapters.store_sql.schema import email, job, template
+from delivery_server.adapters.store_sql.template_pins import versions_locked
 from delivery_server.adapters.store_sql.tracking import delivery_counts
 from delivery_server.errors import ConflictError, NotFoundError
 from delivery_server.models import (
@@ -44,16 +45,17 @@ class AdminQueries(Queries):
         of the name in any locale (so that a push, in any locale, comes after every
         version a running job may be pinned to: ``template_pins``). Return it as stored;
         a version that already exists is a ``ConflictError``."""
-        for _ in range(VERSION_ATTEMPTS):
-            try:
-                return await self._db.run(lambda conn: _insert_template(conn, template_))
-            except sa_exc.IntegrityError as exc:
-                if template_.version:
-                    raise ConflictError(
-                        f"template {template_.name!r} ({template_.locale}) "
-                        f"version {template_.version} already exists"
-                    ) from exc
-                # Another writer took the same next version: read the highest again.
+        async with versions_locked(self._db, template_.name):
+            for _ in range(VERSION_ATTEMPTS):
+                try:
+                    return await self._db.run(lambda conn: _insert_template(conn, template_))
+                except sa_exc.IntegrityError as exc:
+                    if template_.version:
+                        raise ConflictError(
+                            f"template {template_.name!r} ({template_.locale}) "
+                            f"version {template_.version} already exists"
+                        ) from exc
+                    # Another writer took the same next version: read the highest again.
         raise ConflictError(f"template {template_.name!r}: could not allocate a version")
 
     async def create_job(
@@ -251,24 +253,6 @@ class AdminQueries(Queries):
                 .order_by(template.c.name, template.c.locale)
             )
             return [template_from_row(row) for row in rows.mappings()]
-
-        return await self._db.run(read, write=False)
-
-    async def count_by_status(self) -> tuple[dict[JobStatus, int], dict[EmailStatus, int]]:
-        """Jobs and emails by status (every status, zero when absent)."""
-
-        async def read(
-            conn: AsyncConnection,
-        ) -> tuple[dict[JobStatus, int], dict[EmailStatus, int]]:
-            jobs = dict.fromkeys(JobStatus, 0)
-            for status, count in await conn.execute(
-                sa.select(job.c.status, sa.func.count()).group_by(job.c.status)
-            ):
-                jobs[JobStatus(status)] += count
-            emails = await conn.execute(
-                sa.select(email.c.status, sa.func.count()).group_by(email.c.status)
-            )
-            return jobs, count_statuses((status, count) for status, count in emails)
 
         return await self._db.run(read, write=False)
 

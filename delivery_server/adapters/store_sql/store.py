@@ -10,6 +10,7 @@ from delivery_server.adapters.store_sql.gauges import GaugeQueries
 from delivery_server.adapters.store_sql.instances import InstanceQueries
 from delivery_server.adapters.store_sql.listing import ListingQueries
 from delivery_server.adapters.store_sql.lookup import LookupQueries
+from delivery_server.adapters.store_sql.opt_outs import OptOutQueries
 from delivery_server.adapters.store_sql.pausing import PauseQueries
 from delivery_server.adapters.store_sql.publishing import PublishingQueries
 from delivery_server.adapters.store_sql.retention import RetentionQueries
@@ -31,6 +32,7 @@ class SqlStore(
     PauseQueries,
     RetentionQueries,
     LookupQueries,
+    OptOutQueries,
 ):
     """Everything the database does (``ports.Store``), over one connection pool.
 
