@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
@@ -23,6 +24,7 @@ from delivery_server.models import (
     NewEmail,
     QueueMessage,
     Template,
+    utcnow,
 )
 from delivery_server.pipeline import Pipeline, PipelinePolicy
 from delivery_server.settlement import Settlements
@@ -36,6 +38,8 @@ from tests.contract.channels import (
     ChannelCase,
 )
 from tests.contract.drop_channels import DROP_CASES
+
+LEASE_SECONDS = 30
 
 pytestmark = pytest.mark.timeout(60)
 SEND_TIMEOUT = 0.5
@@ -110,7 +114,7 @@ async def rig(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[R
                 settlements,
                 Channels([channel]),
                 metrics,
-                PipelinePolicy(lease_seconds=30, max_attempts=3, retry_base_delay=0),
+                PipelinePolicy(lease_seconds=LEASE_SECONDS, max_attempts=3, retry_base_delay=0),
             )
             yield Rig(store, queue, pipeline, behaviour, case, metrics)
     finally:
@@ -188,6 +192,32 @@ async def test_shutdown_during_a_send_makes_it_unknown(rig: Rig) -> None:
     with pytest.raises(asyncio.CancelledError):
         await handling
     assert await rig.statuses(job_id) == {EmailStatus.UNKNOWN: 1}
+
+
+async def test_a_process_killed_during_a_send_leaves_it_unknown_and_never_resent(
+    rig: Rig,
+) -> None:
+    """kill -9: nothing of the process settles anything; its lease runs out and the
+    reconciler's pass makes the email ``unknown`` (the send may have happened), for every
+    channel alike; a redelivered message then sends nothing."""
+    rig.behaviour.mode = HANG
+    job_id, ids = await rig.job(1)
+    (delivery,) = await rig.queue.receive(1, 1, 30)
+    killed = asyncio.create_task(rig.pipeline.handle(delivery))
+    await asyncio.wait_for(rig.behaviour.hanging.wait(), 10)
+    try:
+        # The dead process's handler never runs again: only the lease is left.
+        past_the_lease = utcnow() + timedelta(seconds=LEASE_SECONDS + 1)
+        assert await rig.store.expire_leases(past_the_lease) == 1
+        assert await rig.statuses(job_id) == {EmailStatus.UNKNOWN: 1}
+        rig.behaviour.mode = OK
+        await rig.queue.publish([QueueMessage(ids[0], job_id)])
+        await rig.drain()
+        assert rig.behaviour.delivered == []
+        assert await rig.statuses(job_id) == {EmailStatus.UNKNOWN: 1}
+    finally:
+        killed.cancel()
+        await asyncio.gather(killed, return_exceptions=True)
 
 
 async def test_a_paused_jobs_messages_send_nothing_until_it_resumes(rig: Rig) -> None:
