@@ -217,7 +217,7 @@ def _prepare(
     db_user: BenchUser,
     emails: int,
     tracking: bool,
-) -> tuple[Workload, dict[str, str], float]:
+) -> tuple[Workload, dict[str, str], dict[str, str] | None, float]:
     """A fresh database with the job in ``draft``, a clean stand-in, the servers' settings
     (they connect as ``db_user``, whose statements MariaDB counts)."""
     database = args.database
@@ -246,12 +246,17 @@ def _prepare(
         "DELIVERY_ATTACHMENTS_DIR": str(work.attachments_dir),
         "DELIVERY_LOG_FORMAT": "json",
     }
+    settings.update(item.split("=", 1) for item in args.server_env)
+    tracker: dict[str, str] | None = None
     if tracking:
         if sim.events_queue_url is None:
             raise ValueError("tracking needs a stand-in that publishes SES events")
-        settings["DELIVERY_EVENTS_QUEUE_URL"] = sim.events_queue_url
-    settings.update(item.split("=", 1) for item in args.server_env)
-    return work, base_env(settings), create_s
+        events = {"DELIVERY_EVENTS_QUEUE_URL": sim.events_queue_url}
+        if args.tracker_process:  # the senders as without tracking; one tracker apart
+            tracker = base_env({**settings, **events})
+        else:
+            settings.update(events)
+    return work, base_env(settings), tracker, create_s
 
 
 def run_ours(
@@ -282,8 +287,8 @@ def _run_ours(
     emails: int,
     tracking: bool,
 ) -> dict[str, Any]:
-    work, env, create_s = _prepare(args, sim, params, db_user, emails, tracking)
-    servers = ServerProcesses(env, run_dir, args.servers)
+    work, env, tracker_env, create_s = _prepare(args, sim, params, db_user, emails, tracking)
+    servers = ServerProcesses(env, run_dir, args.servers, tracker_env)
     services = service_processes()
     tracked: dict[str, Any] = {}
     with running_servers(servers), contextlib.ExitStack() as profiles:
@@ -333,6 +338,7 @@ def _run_ours(
         "tracking": tracking,
         "emails": work.emails,
         "servers": args.servers,
+        "tracker_process": tracker_env is not None,
         "status": status,
         "sent": sent,
         "failed": checks.get("db_failed", 0) + checks.get("db_unknown", 0),

@@ -60,16 +60,22 @@ class ServerProcesses:
     env: dict[str, str]
     log_dir: Path
     count: int
+    # With it, one more process: ``run --role tracker`` with these settings (the tracker
+    # in a task of its own, as a deployment may run it), after the ``count`` servers.
+    tracker_env: dict[str, str] | None = None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(self.count):
+        runs = [(self.env, ["run"])] * self.count
+        if self.tracker_env is not None:
+            runs.append((self.tracker_env, ["run", "--role", "tracker"]))
+        for index, (settings, arguments) in enumerate(runs):
             port = free_port()
             log = (self.log_dir / f"server-{index}.log").open("wb")
-            env = {**self.env, "DELIVERY_HTTP_PORT": str(port)}
-            command = [sys.executable, "-m", "delivery_server", "run"]
+            env = {**settings, "DELIVERY_HTTP_PORT": str(port)}
+            command = [sys.executable, "-m", "delivery_server", *arguments]
             proc = subprocess.Popen(
                 command,
                 env=env,

@@ -40,6 +40,8 @@ def _plain(value: float | None, digits: int = 1) -> str:
 
 def _ours_row(ours: dict[str, Any]) -> str:
     servers = f"{ours['servers']} server process{'es' if ours['servers'] > 1 else ''}"
+    if ours.get("tracker_process"):
+        servers += " + 1 tracker process"
     label = (
         f"**ours**, tracking on ({servers})"
         if ours.get("tracking")

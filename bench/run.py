@@ -103,6 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the SES account's MaxSendRate the stand-ins of both our runs advertise (our "
         "servers share it as the fleet's rate; default: none, sends as fast as they can)",
     )
+    parser.add_argument(
+        "--tracker-process",
+        action="store_true",
+        help="in the tracking run, the tracker in a process of its own (run --role tracker) "
+        "beside servers that run without it; its CPU and RSS count as ours",
+    )
     parser.add_argument("--skip-peers", action="store_true", help="ours and the floor only")
     parser.add_argument("--floor-calls", type=int, default=4000)
     parser.add_argument("--attachment-ratio", type=float, default=0.1)
