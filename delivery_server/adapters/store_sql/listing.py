@@ -19,7 +19,9 @@ from delivery_server.adapters.store_sql.schema import email, job
 from delivery_server.email_listing import EmailFilter, EmailRow
 from delivery_server.models import DeliveryStatus, EmailStatus, Job, JobStatus
 
-_EMAIL_COLUMNS = (
+# What an email listing reads (the API, the console, jobs find and export): one list,
+# one conversion.
+EMAIL_ROW_COLUMNS = (
     email.c.id,
     email.c.job_id,
     email.c.to_address,
@@ -75,15 +77,15 @@ class ListingQueries(Queries):
                     selected.address_prefix.lower(), autoescape=True
                 )
             )
-        query = sa.select(*_EMAIL_COLUMNS).where(*conditions).order_by(email.c.id).limit(limit)
+        query = sa.select(*EMAIL_ROW_COLUMNS).where(*conditions).order_by(email.c.id).limit(limit)
 
         async def read(conn: AsyncConnection) -> list[EmailRow]:
-            return [_email_row(row) for row in (await conn.execute(query)).mappings()]
+            return [email_row(row) for row in (await conn.execute(query)).mappings()]
 
         return await self._db.run(read, write=False)
 
 
-def _email_row(row: Mapping[Any, Any]) -> EmailRow:
+def email_row(row: Mapping[Any, Any]) -> EmailRow:
     delivery = row["delivery_status"]
     return EmailRow(
         id=row["id"],

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from delivery_server.adapters.store_sql.base import INSERT_BATCH, Queries, batches
+from delivery_server.adapters.store_sql.listing import EMAIL_ROW_COLUMNS, email_row
 from delivery_server.adapters.store_sql.schema import attachment_digest, email, job
-from delivery_server.email_listing import EmailRow
 from delivery_server.email_records import (
     AttachmentDigest,
     FoundEmail,
@@ -25,7 +25,6 @@ from delivery_server.email_records import (
     error_class,
 )
 from delivery_server.models import (
-    DeliveryStatus,
     EmailStatus,
     ErrorGroup,
     JobStatus,
@@ -48,21 +47,7 @@ OTHER_ERRORS = "(other errors)"
 STREAM_PARTITION = 500
 
 _FOUND_COLUMNS = (
-    email.c.id,
-    email.c.job_id,
-    email.c.to_address,
-    email.c.status,
-    email.c.attempts,
-    email.c.delivery_status,
-    email.c.delivery_detail,
-    email.c.last_error,
-    email.c.provider_message_id,
-    email.c.locale,
-    email.c.created_at,
-    email.c.updated_at,
-    email.c.sent_at,
-    email.c.delivery_updated_at,
-    email.c.segments,
+    *EMAIL_ROW_COLUMNS,
     job.c.name.label("job_name"),
     job.c.status.label("job_status"),
 )
@@ -206,25 +191,8 @@ def _digest_row(job_id: int, digest: AttachmentDigest, now: Any) -> dict[str, An
 
 
 def _found(row: Mapping[Any, Any]) -> FoundEmail:
-    delivery = row["delivery_status"]
     return FoundEmail(
-        email=EmailRow(
-            id=row["id"],
-            job_id=row["job_id"],
-            to_address=row["to_address"],
-            status=EmailStatus(row["status"]),
-            attempts=row["attempts"],
-            delivery_status=DeliveryStatus(delivery) if delivery else None,
-            delivery_detail=row["delivery_detail"],
-            last_error=row["last_error"],
-            provider_message_id=row["provider_message_id"],
-            locale=row["locale"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            sent_at=row["sent_at"],
-            delivery_updated_at=row["delivery_updated_at"],
-            segments=row["segments"],
-        ),
+        email=email_row(row),
         job_name=row["job_name"],
         job_status=JobStatus(row["job_status"]),
     )
