@@ -90,10 +90,7 @@ class Renderer:
                     ),
                 )
             except jinja2.TemplateSyntaxError as exc:
-                raise PermanentError(
-                    f"template {template.name!r} has a syntax error on line {exc.lineno}: "
-                    f"{exc.message}"
-                ) from exc
+                raise _syntax_error(template, exc) from exc
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = compiled
@@ -114,10 +111,7 @@ class Renderer:
                     )
                 )
             except jinja2.TemplateSyntaxError as exc:
-                raise PermanentError(
-                    f"template {template.name!r} has a syntax error on line {exc.lineno}: "
-                    f"{exc.message}"
-                ) from exc
+                raise _syntax_error(template, exc) from exc
             if len(self._names) >= _MAX_CACHED:
                 self._names.pop(next(iter(self._names)))
             self._names[key] = names
@@ -134,10 +128,7 @@ class Renderer:
             try:
                 compiled = self._text_env.from_string(template.sms_body)
             except jinja2.TemplateSyntaxError as exc:
-                raise PermanentError(
-                    f"template {template.name!r} has a syntax error on line {exc.lineno}: "
-                    f"{exc.message}"
-                ) from exc
+                raise _syntax_error(template, exc) from exc
             if len(self._sms) >= _MAX_CACHED:
                 self._sms.pop(next(iter(self._sms)))
             self._sms[key] = compiled
@@ -228,3 +219,9 @@ class TemplateCache:
                 f"version) in locale {' or '.join(repr(c) for c in candidates)}"
             )
         raise PermanentError(f"template {name!r} does not exist")
+
+
+def _syntax_error(template: Template, exc: jinja2.TemplateSyntaxError) -> PermanentError:
+    return PermanentError(
+        f"template {template.name!r} has a syntax error on line {exc.lineno}: {exc.message}"
+    )

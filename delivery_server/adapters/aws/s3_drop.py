@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from base64 import b64encode
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,6 +59,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from delivery_server.adapters.aws.ses import surely_not_sent
 from delivery_server.adapters.aws.session import fixed_user_agent
 from delivery_server.drop_targets import S3Target
 from delivery_server.drops import DropFile, DropForm
@@ -111,14 +111,6 @@ def _translate_client_error(exc: ClientError) -> DeliveryError:
     return PermanentError(f"{what}: put refused")
 
 
-def _surely_not_sent(exc: EndpointConnectionError) -> bool:
-    """True when the connection itself failed, so no byte of the request left."""
-    cause = exc.kwargs.get("error")
-    return isinstance(
-        cause, aiohttp.ClientConnectorError | socket.gaierror | ConnectionRefusedError
-    )
-
-
 def translate_s3_put_error(exc: Exception) -> DeliveryError:
     """Map an exception from ``PutObject`` onto the error tree (see the module table)."""
     if isinstance(exc, ClientError):
@@ -128,7 +120,7 @@ def translate_s3_put_error(exc: Exception) -> DeliveryError:
         return AccountPausedError(f"S3 credentials unavailable ({name})")
     if isinstance(exc, ConnectTimeoutError | aiohttp.ConnectionTimeoutError):
         return ProviderUnreachableError(f"S3 connect timeout ({name})")
-    if isinstance(exc, EndpointConnectionError) and _surely_not_sent(exc):
+    if isinstance(exc, EndpointConnectionError) and surely_not_sent(exc):
         return ProviderUnreachableError(f"S3 connection failed ({name})")
     if isinstance(exc, BotoConnectionError) and not isinstance(exc, EndpointConnectionError):
         return ProviderUnreachableError(f"S3 connection failed ({name})")

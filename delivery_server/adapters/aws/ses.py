@@ -153,7 +153,7 @@ def _translate_client_error(exc: ClientError) -> DeliveryError:
     return PermanentError(f"{what}: request refused")
 
 
-def _surely_not_sent(exc: EndpointConnectionError) -> bool:
+def surely_not_sent(exc: EndpointConnectionError) -> bool:
     """True when the connection itself failed, so no byte of the request left."""
     cause = exc.kwargs.get("error")
     return isinstance(
@@ -170,7 +170,7 @@ def translate_ses_error(exc: Exception) -> DeliveryError:
         return AccountPausedError(f"SES credentials unavailable ({name})")
     if isinstance(exc, ConnectTimeoutError | aiohttp.ConnectionTimeoutError):
         return ProviderUnreachableError(f"SES connect timeout ({name})")
-    if isinstance(exc, EndpointConnectionError) and not _surely_not_sent(exc):
+    if isinstance(exc, EndpointConnectionError) and not surely_not_sent(exc):
         return UncertainSendError(f"SES connection lost after the request was sent ({name})")
     if isinstance(exc, BotoConnectionError):  # refused, DNS, TLS handshake, proxy
         return ProviderUnreachableError(f"SES connection failed ({name})")
