@@ -46,7 +46,9 @@ How to plug a channel in (sms, s3, sftp — the webhook is the worked example,
    raise ``RetryableError`` where SMS and webhook must raise ``UncertainSendError``).
    Put the translation table in your module's docstring and in ``docs/reliability.md``.
 4. Register it: one entry in ``app/channels.py`` (``_RULES`` and ``_OPENERS``), which picks
-   your real sender or, with ``DELIVERY_SENDER=outbox``, the outbox.
+   your real sender or, with ``DELIVERY_SENDER=outbox``, the outbox. Every channel but
+   email is opened by the first email of one of its jobs (``Channels.opened_of_job``), so
+   import your SDKs inside your opener, never at the top of a module email imports.
 5. Add your channel to the contract suites: ``tests/contract/channels.py`` has one
    ``ChannelCase`` per channel (how its sender is faked to succeed, fail, fail
    permanently, hang); add yours to ``CHANNEL_CASES``.
@@ -58,12 +60,13 @@ took ``r0009`` (``delivery_template.sms_body``) and ``r0010`` (``delivery_email.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from delivery_server.errors import PermanentError, TargetRefusedError
+from delivery_server.errors import PermanentError, TargetRefusedError, ThrottledError
 from delivery_server.models import ClaimedEmail, Template
 from delivery_server.sendgate import SendGate
 
@@ -71,6 +74,7 @@ __all__ = [
     "CHANNEL_NAMES",
     "DEFAULT_CHANNEL",
     "Channel",
+    "ChannelOpener",
     "ChannelRenderer",
     "ChannelRules",
     "ChannelSender",
@@ -165,40 +169,130 @@ class Channel(Generic[Out]):
         return self.rules.name
 
 
-class Channels:
-    """The channels this process delivers through, by name (chosen in ``app``)."""
+# Opens one channel the first time an email needs it; the composition root closes it at
+# shutdown. Raises ``PermanentError`` (bad configuration) or ``RetryableError``.
+ChannelOpener = Callable[[], Awaitable[Channel[Any]]]
 
-    def __init__(self, channels: Sequence[Channel[Any]]) -> None:
-        self._by_name: Mapping[str, Channel[Any]] = {c.name: c for c in channels}
+
+class Channels:
+    """The channels this process delivers through, by name (chosen in ``app``): those
+    given open, the others (``openers``) opened by the first email of a job of theirs, so
+    that a server sending only email never loads the clients of the other channels."""
+
+    def __init__(
+        self,
+        channels: Sequence[Channel[Any]],
+        openers: Mapping[str, ChannelOpener] | None = None,
+    ) -> None:
+        self._by_name: dict[str, Channel[Any]] = {c.name: c for c in channels}
+        self._openers = {n: o for n, o in (openers or {}).items() if n not in self._by_name}
+        # One opening per channel at a time, shared by every email waiting for it; kept
+        # here (a strong reference) until it succeeds or an email has seen it fail.
+        self._openings: dict[str, asyncio.Task[Channel[Any]]] = {}
+        self._closed = False
         self._job_channels: OrderedDict[int, Channel[Any]] = OrderedDict()
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(self._by_name)
+        """Every channel enabled here, opened or not."""
+        return tuple({**self._by_name, **self._openers})
 
     def get(self, name: str) -> Channel[Any] | None:
+        """The channel, if it is open."""
         return self._by_name.get(name)
 
     def of_job(self, job_id: int, channel: str) -> Channel[Any]:
         """The channel a claimed email's job delivers through; ``PermanentError`` when
-        this server has it off (its settings were changed after ``jobs create``)."""
+        this server has it off (its settings were changed after ``jobs create``).
+
+        For a channel not open yet this starts opening it and raises ``ThrottledError``
+        (not an attempt: the email comes back once it is open), or raises the error its
+        opening failed with; ``opened_of_job`` waits for the opening instead."""
         found = self._by_name.get(channel)
         if found is None:
+            opening = self._opening(channel)
+            if not opening.done():
+                raise ThrottledError(f"channel {channel!r} is being opened")
+            self._forget(channel, opening)
+            if opening.cancelled():
+                raise _stopping(channel)
+            error = opening.exception()
+            assert error is not None  # a successful opening is in _by_name, not here
+            raise error
+        return self._remember(job_id, found)
+
+    async def opened_of_job(self, job_id: int, channel: str) -> Channel[Any]:
+        """``of_job``, opening the channel first when it is not open yet: emails that
+        ask meanwhile wait for the same opening, and share its error if it fails (the
+        next email to ask opens it again, so a transient cause does not stick)."""
+        found = self._by_name.get(channel)
+        if found is None:
+            opening = self._opening(channel)
+            try:
+                # Shielded: an email cancelled while waiting does not cancel the opening
+                # the others wait for.
+                found = await asyncio.shield(opening)
+            except Exception:
+                self._forget(channel, opening)
+                raise
+        return self._remember(job_id, found)
+
+    def paused_for(self, job_id: int) -> float:
+        """Seconds left in the pause of a job's channel. A job not seen here yet is
+        taken for an email job (most are): at worst its first claim waits out the pause.
+        A channel not open yet has no pause."""
+        known = self._job_channels.get(job_id) or self._by_name.get(DEFAULT_CHANNEL)
+        return known.gate.paused_for() if known is not None else 0.0
+
+    async def aclose(self) -> None:
+        """Stop the openings under way (shutdown: what was opened is closed by its
+        opener's owner, after this); no channel is opened afterwards."""
+        self._closed = True
+        openings = list(self._openings.values())
+        self._openings.clear()
+        for opening in openings:
+            opening.cancel()
+        await asyncio.gather(*openings, return_exceptions=True)
+
+    def _opening(self, name: str) -> asyncio.Task[Channel[Any]]:
+        opening = self._openings.get(name)
+        if opening is not None:
+            return opening
+        opener = self._openers.get(name)
+        if opener is None:
             raise PermanentError(
-                f"channel {channel!r} is not enabled on this server (enabled: "
-                f"{', '.join(self._by_name)})"
+                f"channel {name!r} is not enabled on this server (enabled: {', '.join(self.names)})"
             )
+        if self._closed:
+            raise _stopping(name)
+        opening = asyncio.get_running_loop().create_task(
+            self._open(name, opener), name=f"open-channel-{name}"
+        )
+        self._openings[name] = opening
+        return opening
+
+    async def _open(self, name: str, opener: ChannelOpener) -> Channel[Any]:
+        opened = await opener()
+        self._by_name[name] = opened
+        self._openings.pop(name, None)
+        return opened
+
+    def _forget(self, name: str, opening: asyncio.Task[Channel[Any]]) -> None:
+        """A failed opening, once an email has its error: the next one opens again."""
+        if self._openings.get(name) is opening:
+            del self._openings[name]
+
+    def _remember(self, job_id: int, found: Channel[Any]) -> Channel[Any]:
         self._job_channels[job_id] = found
         self._job_channels.move_to_end(job_id)
         if len(self._job_channels) > _REMEMBERED_JOBS:
             self._job_channels.popitem(last=False)
         return found
 
-    def paused_for(self, job_id: int) -> float:
-        """Seconds left in the pause of a job's channel. A job not seen here yet is
-        taken for an email job (most are): at worst its first claim waits out the pause."""
-        known = self._job_channels.get(job_id) or self._by_name.get(DEFAULT_CHANNEL)
-        return known.gate.paused_for() if known is not None else 0.0
+
+def _stopping(name: str) -> ThrottledError:
+    # Not an attempt: shutdown is no fault of the email's.
+    return ThrottledError(f"channel {name!r} is not opened: the server is stopping")
 
 
 def no_target(setting_hint: str) -> Callable[[str | None], str | None]:

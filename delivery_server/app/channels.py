@@ -2,22 +2,35 @@
 built (the core never branches on a channel's name).
 
 ``channel_rules`` is what ``jobs create`` and the import need (nothing opened);
-``open_channels`` opens every channel's sender for a consuming process. A channel is
-registered by one entry in ``_RULES`` and one in ``_OPENERS`` (see ``channels``).
+``open_channels`` gives a consuming process its channels: email opened at once, every
+other one opened by the first email of one of its jobs, so that a server sending only
+email never imports nor builds their clients (SNS and S3 service models, asyncssh). A
+channel is registered by one entry in ``_RULES`` and one in ``_OPENERS`` (see
+``channels``).
+
+An opening that fails is the error of the emails waiting for it (the channel stays
+closed; the next email opens it again): ``RetryableError`` when the cause may pass (the
+network, a credentials endpoint), ``PermanentError`` otherwise (a bad setting).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from delivery_server.adapters.sender_outbox import EventSink
 from delivery_server.app.adapters import open_attachments, open_sender
 from delivery_server.channel_email import EMAIL_RULES, email_channel
-from delivery_server.channels import Channel, ChannelRules, Channels
+from delivery_server.channels import DEFAULT_CHANNEL, Channel, ChannelRules, Channels
 from delivery_server.drop_targets import s3_rules, sftp_rules
-from delivery_server.errors import TargetRefusedError
+from delivery_server.errors import (
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    TargetRefusedError,
+)
 from delivery_server.renderer import Renderer
 from delivery_server.sendgate import SendGate
 from delivery_server.settings import Settings
@@ -126,7 +139,50 @@ _OPENERS: dict[str, Opener] = {
 
 @contextlib.asynccontextmanager
 async def open_channels(ctx: ChannelContext) -> AsyncIterator[Channels]:
-    """Every registered channel, opened (their senders closed on exit)."""
+    """Every registered channel: email open, the others opened when first needed; every
+    one opened is closed on exit."""
     async with contextlib.AsyncExitStack() as stack:
-        opened = [await stack.enter_async_context(opener(ctx)) for opener in _OPENERS.values()]
-        yield Channels(opened)
+        email = await stack.enter_async_context(_OPENERS[DEFAULT_CHANNEL](ctx))
+
+        async def open_later(name: str) -> Channel[Any]:
+            try:
+                return await stack.enter_async_context(_OPENERS[name](ctx))
+            except Exception as exc:
+                raise opening_error(name, exc) from exc
+
+        # Email's own opener is left out by Channels: it is open already.
+        channels = Channels([email], {n: functools.partial(open_later, n) for n in _OPENERS})
+        try:
+            yield channels
+        finally:
+            # Before the stack closes what was opened: nothing may join it afterwards.
+            await channels.aclose()
+
+
+def opening_error(name: str, exc: Exception) -> DeliveryError:
+    """What the emails waiting for a channel's opening fail with, by the cause's class."""
+    detail = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+    reason = f"channel {name!r} could not be opened: {detail}"
+    if isinstance(exc, (RetryableError, OSError, *_transient_vendor_errors())):
+        return RetryableError(reason)
+    return PermanentError(reason)
+
+
+def _transient_vendor_errors() -> tuple[type[Exception], ...]:
+    """A connection, timeout or credentials endpoint that failed while an opener made its
+    client; imported here, when an opening failed, so that email alone never loads them."""
+    from aiohttp import ClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import (
+        CredentialRetrievalError,
+        HTTPClientError,
+        MetadataRetrievalError,
+    )
+
+    return (
+        ClientError,
+        BotoConnectionError,
+        HTTPClientError,
+        CredentialRetrievalError,
+        MetadataRetrievalError,
+    )

@@ -7,16 +7,19 @@ and a bad recipient value that fails alone. The channel's provider is steered by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from delivery_server.adapters.queue_local import LocalQueue
 from delivery_server.adapters.store_sql import SqlStore, upgrade_schema
-from delivery_server.channels import Channels
+from delivery_server.channels import Channel, Channels
 from delivery_server.email_listing import EmailFilter
+from delivery_server.errors import PermanentError, RetryableError
 from delivery_server.metrics import Metrics
 from delivery_server.models import (
     EmailStatus,
@@ -96,8 +99,15 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture(params=[*CHANNEL_CASES, *DROP_CASES], ids=lambda case: case.name)
-async def rig(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[Rig]:
+CASES = [*CHANNEL_CASES, *DROP_CASES]
+
+
+@contextlib.asynccontextmanager
+async def _rig(
+    request: pytest.FixtureRequest,
+    store_url: str,
+    opened: Callable[[contextlib.AsyncExitStack, ChannelCase, Behaviour], Awaitable[Channels]],
+) -> AsyncIterator[Rig]:
     case: ChannelCase = request.param
     await upgrade_schema(store_url)
     store = await SqlStore.connect(store_url, pool_size=5)
@@ -108,11 +118,11 @@ async def rig(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[R
     behaviour = Behaviour(provider=provider)
     metrics = Metrics()
     try:
-        async with case.open(behaviour, SEND_TIMEOUT) as channel:
+        async with contextlib.AsyncExitStack() as stack:
             pipeline = Pipeline(
                 store,
                 settlements,
-                Channels([channel]),
+                await opened(stack, case, behaviour),
                 metrics,
                 PipelinePolicy(lease_seconds=LEASE_SECONDS, max_attempts=3, retry_base_delay=0),
             )
@@ -120,6 +130,54 @@ async def rig(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[R
     finally:
         await settlements.close()
         await store.close()
+
+
+@pytest.fixture(params=CASES, ids=lambda case: case.name)
+async def rig(request: pytest.FixtureRequest, store_url: str) -> AsyncIterator[Rig]:
+    async def opened(
+        stack: contextlib.AsyncExitStack, case: ChannelCase, behaviour: Behaviour
+    ) -> Channels:
+        return Channels([await stack.enter_async_context(case.open(behaviour, SEND_TIMEOUT))])
+
+    async with _rig(request, store_url, opened) as rig:
+        yield rig
+
+
+@dataclass
+class Openings:
+    """How often the lazy rig's channel was opened, and what the next openings raise."""
+
+    count: int = 0
+    failures: list[Exception] = field(default_factory=list)
+
+
+@pytest.fixture
+def openings() -> Openings:
+    return Openings()
+
+
+@pytest.fixture(params=CASES, ids=lambda case: case.name)
+async def lazy_rig(
+    request: pytest.FixtureRequest, store_url: str, openings: Openings
+) -> AsyncIterator[Rig]:
+    """The rig's channel not open at first: the first email of its job opens it, as a
+    server opens every channel but email (``app.channels``)."""
+
+    async def opened(
+        stack: contextlib.AsyncExitStack, case: ChannelCase, behaviour: Behaviour
+    ) -> Channels:
+        async def open_channel() -> Channel[Any]:
+            openings.count += 1
+            if openings.failures:
+                raise openings.failures.pop(0)
+            return await stack.enter_async_context(case.open(behaviour, SEND_TIMEOUT))
+
+        channels = Channels([], {case.name: open_channel})
+        stack.push_async_callback(channels.aclose)
+        return channels
+
+    async with _rig(request, store_url, opened) as rig:
+        yield rig
 
 
 def channel_count(metrics: Metrics, channel: str, outcome: str) -> float:
@@ -239,3 +297,40 @@ async def test_a_bad_recipient_value_fails_alone_and_permanently(rig: Rig) -> No
     assert len(rig.behaviour.delivered) == 3
     (group,) = (await rig.store.job_summary(job_id)).error_groups
     assert (group.count, group.error_class.startswith("PermanentError")) == (1, True)
+
+
+async def drain_until(rig: Rig, job_id: int, expected: dict[EmailStatus, int]) -> None:
+    """Handle messages until the job's emails are as expected (an email sent back while
+    its channel opens, or after a retryable failure, comes back later)."""
+    while await rig.statuses(job_id) != expected:
+        await rig.drain()
+
+
+async def test_the_first_emails_of_a_job_open_its_channel_once(
+    lazy_rig: Rig, openings: Openings
+) -> None:
+    job_id, ids = await lazy_rig.job(5)
+    await drain_until(lazy_rig, job_id, {EmailStatus.SENT: 5})
+    assert sorted(lazy_rig.behaviour.delivered) == sorted(ids)
+    assert openings.count == 1
+    assert channel_count(lazy_rig.metrics, lazy_rig.case.name, "sent") == 5
+
+
+async def test_an_opening_that_fails_is_that_emails_error_and_the_next_opens_again(
+    lazy_rig: Rig, openings: Openings
+) -> None:
+    openings.failures = [
+        PermanentError(f"channel {lazy_rig.case.name!r} could not be opened: bad setting"),
+        RetryableError(f"channel {lazy_rig.case.name!r} could not be opened: unreachable"),
+    ]
+    job_id, ids = await lazy_rig.job(1)
+    await drain_until(lazy_rig, job_id, {EmailStatus.FAILED: 1})
+    failed = (await lazy_rig.store.email_page(job_id, EmailFilter(), limit=1))[0]
+    assert "could not be opened: bad setting" in (failed.last_error or "")
+    # The next job's email: one attempt lost to the transient cause, then sent.
+    job_id, ids = await lazy_rig.job(1)
+    await drain_until(lazy_rig, job_id, {EmailStatus.SENT: 1})
+    assert lazy_rig.behaviour.delivered == ids
+    assert openings.count == 3
+    sent = (await lazy_rig.store.email_page(job_id, EmailFilter(), limit=1))[0]
+    assert sent.attempts == 2
