@@ -132,6 +132,21 @@ def test_ordinary_headers_pass_unchanged(value: str) -> None:
     assert check_header("Subject", value) == value
 
 
+def test_the_unsafe_character_class_is_every_control_separator_and_bidi_control() -> None:
+    """The one-regex check refuses exactly the characters of Unicode categories Cc, Zl and
+    Zp and the bidirectional controls, nothing more: every code point, checked."""
+    import sys
+    import unicodedata
+
+    from delivery_server.mime import _UNSAFE_HEADER_CHAR
+
+    bidi = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        unsafe = unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in bidi
+        assert (_UNSAFE_HEADER_CHAR.search(f"a{char}b") is not None) is unsafe, hex(code)
+
+
 def test_checked_email_names_the_header() -> None:
     for field, name in [("from_address", "From"), ("reply_to", "Reply-To"), ("subject", "Subject")]:
         with pytest.raises(PermanentError, match=f"header injection attempt in {name}"):
