@@ -196,3 +196,41 @@ def test_raw_content_json_is_the_json_of_the_request_with_the_data_in_base64() -
         **request,
         "Content": {"Raw": {"Data": base64.b64encode(raw).decode()}},
     }
+
+
+_AWKWARD_TEXT = [
+    'quote " and backslash \\ and \\"',
+    "control \x00\x01\x1f\x7f\t\r\n characters",
+    "non-ASCII: Relevé — 日本語 ✓ \U0001f4e7 \u2028\u2029",
+    "lone surrogate \ud800 and </script> and \\u0041",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", _AWKWARD_TEXT)
+@pytest.mark.parametrize("configuration_set", [None, "set-1"])
+def test_raw_content_json_is_exactly_what_json_dumps_writes(
+    text: str, configuration_set: str | None
+) -> None:
+    """The spliced body is byte for byte json.dumps's (compact) of the whole request, for
+    any text in the other fields."""
+    import base64
+    import json
+
+    from delivery_server.adapters.aws.ses import raw_content_json
+
+    request: dict[str, object] = {
+        "FromEmailAddress": f'"{text}" <statements@bank.example.com>',
+        "Destination": {"ToAddresses": [f"{text}@example.org"]},
+        "ReplyToAddresses": [text],
+        "EmailTags": [{"Name": text, "Value": text}, {"Name": "email_id", "Value": "42"}],
+    }
+    if configuration_set is not None:
+        request["ConfigurationSetName"] = configuration_set
+    raw = f"Subject: {text}\r\n\r\n".encode("utf-8", "surrogatepass") + bytes(range(256)) * 400
+    whole = {**request, "Content": {"Raw": {"Data": base64.b64encode(raw).decode()}}}
+
+    body = raw_content_json(request, raw)
+
+    assert body == json.dumps(whole, separators=(",", ":")).encode()
+    assert json.loads(body) == whole

@@ -130,3 +130,66 @@ def test_missing_keys_are_no_credentials() -> None:
     half = ReadOnlyCredentials("AKIDEXAMPLE", None, None)
     with pytest.raises(NoCredentialsError):
         SigV4Signer("ses", "us-east-1").sign(half, "https://email.example/v2", {}, b"")
+
+
+def test_without_now_the_stamp_is_the_clocks_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stamp of the current second is kept, and follows the clock into the next one."""
+    signer = SigV4Signer("sqs", "us-east-1")
+    url = "http://127.0.0.1:4566/"
+    epoch = NOW.timestamp()
+    for offset, credentials in [(0.0, KEYS), (0.4, SESSION), (0.999, KEYS), (1.0, SESSION)]:
+        at = datetime.fromtimestamp(int(epoch + offset), UTC)
+        monkeypatch.setattr("time.time", lambda offset=offset: epoch + offset)
+        ours = signer.sign(credentials, url, SQS_HEADERS, b"{}")
+        assert ours["X-Amz-Date"] == at.strftime("%Y%m%dT%H%M%SZ")
+        # Signed with that time, as test_signs_exactly_as_botocore checks against botocore.
+        assert ours == SigV4Signer("sqs", "us-east-1").sign(
+            credentials, url, SQS_HEADERS, b"{}", now=at
+        )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"host": "other.example"}, {"X-AMZ-DATE": "19990101T000000Z"}, {"x-amz-security-token": "t"}],
+)
+@pytest.mark.parametrize("credentials", [KEYS, SESSION])
+def test_a_header_the_signer_sets_itself_is_signed_as_before(
+    extra: dict[str, str], credentials: ReadOnlyCredentials
+) -> None:
+    """Header sets naming Host, X-Amz-Date or the token take the general path, whose
+    result is the one of the step-by-step algorithm (the caller's value kept beside ours)."""
+    import hashlib
+    import hmac
+
+    url = "https://email.us-east-1.amazonaws.com/v2/email/outbound-emails"
+    headers = {**JSON_HEADERS, **extra}
+    ours = SigV4Signer("ses", "us-east-1").sign(credentials, url, headers, b"{}", now=NOW)
+
+    stamp = NOW.strftime("%Y%m%dT%H%M%SZ")
+    signed = {**headers, "Host": "email.us-east-1.amazonaws.com", "X-Amz-Date": stamp}
+    if credentials.token:
+        signed["X-Amz-Security-Token"] = credentials.token
+    canonical = {k.lower(): v for k, v in signed.items() if k.lower() != "user-agent"}
+    names = sorted(canonical)
+    request = "\n".join(
+        [
+            "POST",
+            "/v2/email/outbound-emails",
+            "",
+            *(f"{name}:{canonical[name]}" for name in names),
+            "",
+            ";".join(names),
+            hashlib.sha256(b"{}").hexdigest(),
+        ]
+    )
+    scope = f"{stamp[:8]}/us-east-1/ses/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
+    key = f"AWS4{credentials.secret_key}".encode()
+    for part in (stamp[:8], "us-east-1", "ses", "aws4_request"):
+        key = hmac.new(key, part.encode(), "sha256").digest()
+    signature = hmac.new(key, to_sign.encode(), "sha256").hexdigest()
+    assert ours == {
+        **signed,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}",
+    }

@@ -49,6 +49,10 @@ from yarl import URL
 
 from delivery_server.adapters.aws.sigv4 import SigV4Signer
 
+# One encoder for every call (``json.dumps`` with any argument builds a new one each
+# time): compact separators, non-ASCII text as \u escapes.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
 
 class SignedJsonClient:
     """POSTs signed JSON requests to the service endpoint of an aiobotocore client."""
@@ -88,7 +92,7 @@ class SignedJsonClient:
         ``ResponseParserError`` for a success answer that is not JSON, ``NoCredentialsError``
         when no credentials can be found, and aiohttp's exceptions for transport failures."""
         route = self._routes.get(operation) or self._route(operation)
-        data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        data = body if isinstance(body, bytes) else _ENCODER.encode(body).encode()
         headers = self._signer.sign(
             await self._frozen_credentials(), route.url, route.headers, data
         )
