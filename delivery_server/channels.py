@@ -47,7 +47,7 @@ How to plug a channel in (sms, s3, sftp — the webhook is the worked example,
    Put the translation table in your module's docstring and in ``docs/reliability.md``.
 4. Register it: one entry in ``app/channels.py`` (``_RULES`` and ``_OPENERS``), which picks
    your real sender or, with ``DELIVERY_SENDER=outbox``, the outbox. Every channel but
-   email is opened by the first email of one of its jobs (``Channels.opened_of_job``), so
+   email is opened by the first email of one of its jobs (``Channels.of_job``), so
    import your SDKs inside your opener, never at the top of a module email imports.
 5. Add your channel to the contract suites: ``tests/contract/channels.py`` has one
    ``ChannelCase`` per channel (how its sender is faked to succeed, fail, fail
@@ -201,30 +201,13 @@ class Channels:
         """The channel, if it is open."""
         return self._by_name.get(name)
 
-    def of_job(self, job_id: int, channel: str) -> Channel[Any]:
+    async def of_job(self, job_id: int, channel: str) -> Channel[Any]:
         """The channel a claimed email's job delivers through; ``PermanentError`` when
         this server has it off (its settings were changed after ``jobs create``).
 
-        For a channel not open yet this starts opening it and raises ``ThrottledError``
-        (not an attempt: the email comes back once it is open), or raises the error its
-        opening failed with; ``opened_of_job`` waits for the opening instead."""
-        found = self._by_name.get(channel)
-        if found is None:
-            opening = self._opening(channel)
-            if not opening.done():
-                raise ThrottledError(f"channel {channel!r} is being opened")
-            self._forget(channel, opening)
-            if opening.cancelled():
-                raise _stopping(channel)
-            error = opening.exception()
-            assert error is not None  # a successful opening is in _by_name, not here
-            raise error
-        return self._remember(job_id, found)
-
-    async def opened_of_job(self, job_id: int, channel: str) -> Channel[Any]:
-        """``of_job``, opening the channel first when it is not open yet: emails that
-        ask meanwhile wait for the same opening, and share its error if it fails (the
-        next email to ask opens it again, so a transient cause does not stick)."""
+        A channel not open yet is opened first: emails that ask meanwhile wait for the
+        same opening, and share its error if it fails (the next email to ask opens it
+        again, so a transient cause does not stick)."""
         found = self._by_name.get(channel)
         if found is None:
             opening = self._opening(channel)

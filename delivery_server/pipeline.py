@@ -160,7 +160,7 @@ class Pipeline:
         provider_id: str | None = None
         channel: Channel[Any] | None = None
         try:
-            channel = self._channels.of_job(job.id, job.channel)
+            channel = await self._channels.of_job(job.id, job.channel)
             template = await self._templates.resolve(
                 job.template_name, email.locale, job.template_version
             )

@@ -84,16 +84,15 @@ async def test_concurrent_first_emails_share_one_opening() -> None:
     channels = Channels([channel("email")], {"sms": sms})
     assert channels.names == ("email", "sms")
     assert channels.get("sms") is None
-    waiting = [asyncio.create_task(channels.opened_of_job(n, "sms")) for n in range(1, 6)]
+    waiting = [asyncio.create_task(channels.of_job(n, "sms")) for n in range(1, 6)]
     await sms.started.wait()
     sms.release.set()
     opened = await asyncio.gather(*waiting)
     assert sms.calls == 1
     assert all(c is opened[0] for c in opened)
     assert channels.get("sms") is opened[0]
-    # Open now: the synchronous lookup finds it, and nothing opens it again.
-    assert channels.of_job(9, "sms") is opened[0]
-    assert await channels.opened_of_job(10, "sms") is opened[0]
+    # Open now: nothing opens it again.
+    assert await channels.of_job(10, "sms") is opened[0]
     assert sms.calls == 1
 
 
@@ -104,7 +103,7 @@ async def test_a_failed_opening_is_the_error_of_the_emails_waiting_and_the_next_
     sms.release.clear()
     email = channel("email")
     channels = Channels([email], {"sms": sms})
-    waiting = [asyncio.create_task(channels.opened_of_job(n, "sms")) for n in (1, 2)]
+    waiting = [asyncio.create_task(channels.of_job(n, "sms")) for n in (1, 2)]
     await sms.started.wait()
     sms.release.set()
     results = await asyncio.gather(*waiting, return_exceptions=True)
@@ -112,8 +111,8 @@ async def test_a_failed_opening_is_the_error_of_the_emails_waiting_and_the_next_
     assert "could not be opened" in str(results[0])
     assert channels.get("sms") is None
     # The other channels are untouched, and the next email opens the channel again.
-    assert channels.of_job(3, "email") is email
-    assert (await channels.opened_of_job(4, "sms")).name == "sms"
+    assert await channels.of_job(3, "email") is email
+    assert (await channels.of_job(4, "sms")).name == "sms"
     assert sms.calls == 2
 
 
@@ -121,8 +120,8 @@ async def test_an_email_cancelled_while_waiting_leaves_the_opening_to_the_others
     sms = Opener("sms")
     sms.release.clear()
     channels = Channels([channel("email")], {"sms": sms})
-    first = asyncio.create_task(channels.opened_of_job(1, "sms"))
-    second = asyncio.create_task(channels.opened_of_job(2, "sms"))
+    first = asyncio.create_task(channels.of_job(1, "sms"))
+    second = asyncio.create_task(channels.of_job(2, "sms"))
     await sms.started.wait()
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -132,34 +131,10 @@ async def test_an_email_cancelled_while_waiting_leaves_the_opening_to_the_others
     assert sms.calls == 1
 
 
-async def test_the_synchronous_lookup_starts_the_opening_and_sends_the_email_back() -> None:
-    sms = Opener("sms", [ConfigError("configuration error: DELIVERY_X: bad")])
-    sms.release.clear()
-    channels = Channels([channel("email")], {"sms": sms})
-    with pytest.raises(ThrottledError, match="being opened"):  # not an attempt
-        channels.of_job(1, "sms")
-    await sms.started.wait()
-    with pytest.raises(ThrottledError, match="being opened"):
-        channels.of_job(2, "sms")
-    sms.release.set()
-    await sms.finished.wait()
-    # The failure reaches the next email that asks, once; then the channel opens again.
-    with pytest.raises(ConfigError):
-        channels.of_job(3, "sms")
-    sms.finished.clear()
-    with pytest.raises(ThrottledError, match="being opened"):
-        channels.of_job(4, "sms")
-    await sms.finished.wait()
-    assert channels.of_job(5, "sms").name == "sms"
-    assert sms.calls == 2
-
-
 async def test_a_channel_not_enabled_fails_its_email_permanently() -> None:
     channels = Channels([channel("email")], {"sms": Opener("sms")})
     with pytest.raises(PermanentError, match=r"'s3' is not enabled .*email, sms"):
-        channels.of_job(1, "s3")
-    with pytest.raises(PermanentError, match="'s3' is not enabled"):
-        await channels.opened_of_job(1, "s3")
+        await channels.of_job(1, "s3")
 
 
 async def test_a_channel_not_open_has_no_pause_of_its_own() -> None:
@@ -167,7 +142,7 @@ async def test_a_channel_not_open_has_no_pause_of_its_own() -> None:
     channels = Channels([email], {"sms": Opener("sms")})
     # A job not seen yet is taken for an email job; the sms channel is not open: no pause.
     assert channels.paused_for(7) == 0.0
-    sms = await channels.opened_of_job(7, "sms")
+    sms = await channels.of_job(7, "sms")
     sms.gate.pause_account()
     assert channels.paused_for(7) > 0
     assert channels.paused_for(8) == 0.0  # an email job: its channel is not paused
@@ -179,15 +154,13 @@ async def test_closing_stops_the_openings_under_way_and_opens_nothing_after() ->
     sms = Opener("sms")
     sms.release.clear()
     channels = Channels([channel("email")], {"sms": sms, "s3": Opener("s3")})
-    waiting = asyncio.create_task(channels.opened_of_job(1, "sms"))
+    waiting = asyncio.create_task(channels.of_job(1, "sms"))
     await sms.started.wait()
     await channels.aclose()
     with pytest.raises(asyncio.CancelledError):
         await waiting
     with pytest.raises(ThrottledError, match="stopping"):
-        channels.of_job(2, "s3")
-    with pytest.raises(ThrottledError, match="stopping"):
-        await channels.opened_of_job(2, "s3")
+        await channels.of_job(2, "s3")
 
 
 @pytest.mark.parametrize(
@@ -241,7 +214,7 @@ async def test_a_server_opens_email_at_start_and_the_others_when_needed(
     assert server_channels.names == ("email", "webhook", "sms", "s3", "sftp")
     assert server_channels.get("email") is not None
     assert [n for n in server_channels.names if server_channels.get(n)] == ["email"]
-    webhook = await server_channels.opened_of_job(1, "webhook")
+    webhook = await server_channels.of_job(1, "webhook")
     assert webhook.name == "webhook"
     assert server_channels.get("webhook") is webhook
 
@@ -250,10 +223,10 @@ async def test_a_channel_that_cannot_open_fails_its_emails_and_stops_nothing_els
     server_channels: Channels,
 ) -> None:
     with pytest.raises(PermanentError, match=r"'sftp' could not be opened: .*KNOWN_HOSTS"):
-        await server_channels.opened_of_job(1, "sftp")
+        await server_channels.of_job(1, "sftp")
     assert server_channels.get("sftp") is None
-    assert server_channels.of_job(2, "email").name == "email"
-    assert (await server_channels.opened_of_job(3, "s3")).name == "s3"
+    assert (await server_channels.of_job(2, "email")).name == "email"
+    assert (await server_channels.of_job(3, "s3")).name == "s3"
 
 
 # Imported by a server only when a job of its channel is sent; never by email alone.
@@ -264,8 +237,7 @@ OTHER_CHANNELS_MODULES = (
     "delivery_server.adapters.sftp_drop",
     "delivery_server.sms",
     "asyncssh",
-    "phonenumbers",
-)
+)  # phonenumbers: imported when a number is checked (test_server_imports)
 
 _START_EMAIL_ONLY = """
 import asyncio, json, sys
@@ -283,7 +255,7 @@ async def main() -> None:
     async with open_channels(context) as channels:
         at_start = sorted(sys.modules)
         for name in channels.names:
-            await channels.opened_of_job(1, name)
+            await channels.of_job(1, name)
         print(json.dumps({"at_start": at_start, "every_channel": sorted(sys.modules)}))
 
 
