@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import phonenumbers
-
 from delivery_server.errors import PermanentError
 
 # GSM 03.38 basic character set, in table order (0x1B, the escape, is left out: it only
@@ -99,6 +97,10 @@ def normalize_phone(value: str) -> str:
             f"phone number must have {E164_MIN_DIGITS} to {E164_MAX_DIGITS} digits after"
             f" '+' (E.164), not {len(digits)}"
         )
+    # Here, not at the top: the CLI reads this module's limits in every command, and the
+    # numbering plans are only needed once an SMS is checked.
+    import phonenumbers
+
     try:
         parsed = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:

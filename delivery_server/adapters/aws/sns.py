@@ -36,15 +36,17 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 import aiohttp
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from yarl import URL
 
 from delivery_server.errors import SnsMessageRefused, SnsRefusal
+
+if TYPE_CHECKING:
+    # Imported where a signature is checked: cryptography's bindings cost a process that
+    # never receives an SNS message (a sender) ~10 MB.
+    from cryptography import x509
 
 SNS_HOST = re.compile(r"sns\.[a-z]{2}(?:-[a-z]+)+-[0-9]+\.amazonaws\.com")
 """``sns.<region>.amazonaws.com``: ``sns.us-east-1.amazonaws.com``, ``sns.us-gov-west-1...``."""
@@ -63,7 +65,7 @@ _SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
 _OPTIONAL_FIELDS = frozenset({"Subject"})
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 # SignatureVersion 1 is SHA1withRSA by AWS's definition: we only ever verify with it.
-_DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+_DIGESTS = {"1": "SHA1", "2": "SHA256"}  # names in cryptography's hashes module
 
 
 def _utc_now() -> datetime:
@@ -139,10 +141,14 @@ def string_to_sign(message: SnsMessage) -> bytes:
 
 def verify_signature(message: SnsMessage, certificate: x509.Certificate) -> None:
     """Raise ``SnsMessageRefused("forged")`` unless ``certificate``'s key signed ``message``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise SnsMessageRefused("forged", "SNS signing certificate has no RSA key")
-    digest = _DIGESTS[message.signature_version]()
+    digest: hashes.HashAlgorithm = getattr(hashes, _DIGESTS[message.signature_version])()
     try:
         key.verify(message.signature, string_to_sign(message), padding.PKCS1v15(), digest)
     except InvalidSignature:
@@ -262,6 +268,8 @@ class SigningCertificates:
             ) from None
         if body is None:
             raise SnsMessageRefused("forged", f"SigningCertURL is over {self._max_bytes} bytes")
+        from cryptography import x509
+
         try:
             return x509.load_pem_x509_certificate(body)
         except ValueError:
