@@ -7,10 +7,7 @@ email-only server never imports the other channels' adapters.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from delivery_server.models import ClaimedEmail, Template
 from delivery_server.renderer import Renderer
 from delivery_server.sendgate import SendGate
 from delivery_server.settings import Settings, load_settings
+from tests.support.imports import loaded, modules_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -271,24 +269,8 @@ def test_an_email_only_server_imports_no_other_channel(aws_env: None, tmp_path: 
         "DELIVERY_OUTBOX_DIR": str(tmp_path / "outbox"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _START_EMAIL_ONLY],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    modules = json.loads(done.stdout.splitlines()[-1])
+    modules = modules_of(_START_EMAIL_ONLY, cwd=tmp_path, env=env)
 
-    def others(names: list[str]) -> list[str]:
-        return [
-            m for m in names if any(m == p or m.startswith(p + ".") for p in OTHER_CHANNELS_MODULES)
-        ]
-
-    assert others(modules["at_start"]) == []
+    assert loaded(modules["at_start"], OTHER_CHANNELS_MODULES) == set()
     # The check sees them when they are imported: opening every channel imports each.
-    opened = set(others(modules["every_channel"]))
-    assert {m for m in OTHER_CHANNELS_MODULES if m not in opened} == set()
+    assert loaded(modules["every_channel"], OTHER_CHANNELS_MODULES) == set(OTHER_CHANNELS_MODULES)

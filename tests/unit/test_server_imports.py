@@ -4,12 +4,11 @@ Mako ~28 MB, cryptography's X.509 ~10 MB, the numbering plans ~1.5 MB)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import loaded, modules_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,21 +34,8 @@ print(json.dumps({"at_start": at_start, "used": sorted(sys.modules)}))
 """
 
 
-def _loaded(modules: list[str]) -> set[str]:
-    return {p for p in ON_DEMAND if any(m == p or m.startswith(p + ".") for m in modules)}
-
-
 def test_a_server_imports_the_on_demand_modules_only_when_used() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _IMPORT_A_SERVER],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    modules = json.loads(done.stdout.splitlines()[-1])
-    assert _loaded(modules["at_start"]) == set()
+    modules = modules_of(_IMPORT_A_SERVER, cwd=REPO)
+    assert loaded(modules["at_start"], ON_DEMAND) == set()
     # The check sees them once they are used (x509 when a certificate is read).
-    assert _loaded(modules["used"]) == {"alembic", "mako", "phonenumbers"}
+    assert loaded(modules["used"], ON_DEMAND) == {"alembic", "mako", "phonenumbers"}
