@@ -1,8 +1,11 @@
-"""One send rate for the whole fleet (issue: reliability, item 3).
+"""One send rate for the whole fleet (issue: reliability, item 3), and one process of it
+counting the database gauges (issue 14).
 
 Every sending process beats in the database; each takes ``total / live`` of the account's
 rate. A process that dies stops beating and its share returns to the others after
-``expire_after``; a clean shutdown hands it back at once.
+``EXPIRE_BEATS`` beats; a clean shutdown hands it back at once. The live process with the
+lowest instance id counts the database gauges (``GaugeLeader``); the others leave them
+out, since the counts are the same for all and cost the database per process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ log = structlog.get_logger(__name__)
 
 LOOP_NAME = "fleet"
 BEAT_SECONDS = 2.0
+EXPIRE_BEATS = 3  # a process not seen for this many beats is gone
 
 
 def new_instance_id() -> str:
@@ -51,13 +55,18 @@ class FleetRate:
         self.beat_seconds = beat_seconds
         self.instance_id = instance_id or new_instance_id()
         self.live = 0
+        # The lowest live instance id at the last beat; None until a beat succeeds, and
+        # again after one fails (this process's view of the fleet is then out of date).
+        self.lowest: str | None = None
 
     async def beat_once(self) -> None:
         now = utcnow()
-        live = await self._store.heartbeat_instance(
-            self.instance_id, now, now - timedelta(seconds=self.beat_seconds * 3)
+        self.lowest = None
+        seen = await self._store.heartbeat_instance(
+            self.instance_id, now, now - timedelta(seconds=self.beat_seconds * EXPIRE_BEATS)
         )
-        live = max(live, 1)
+        self.lowest = seen.lowest
+        live = max(seen.live, 1)
         if live != self.live:
             log.info("fleet_share", processes=live, share=round(self._total_rate / live, 2))
         self.live = live
@@ -85,7 +94,33 @@ class FleetRate:
                 await wait_or_stop(stop, self.beat_seconds)
         finally:
             self._heartbeats.unregister(LOOP_NAME)
+            self.lowest = None
             try:
                 await self._store.remove_instance(self.instance_id)
             except Exception as exc:  # it expires by itself
                 log.warning("fleet_leave_failed", error=type(exc).__name__)
+
+
+class GaugeLeader:
+    """Whether this process counts the database gauges: the live process of the fleet
+    with the lowest instance id does, the others leave the gauges out (dashboards and
+    alerts read them with ``max``). A member of the fleet knows from its last beat; a
+    process outside it (no send rate to share, or a role that does not send, or before
+    its first beat) reads the lowest live id itself, and counts when there is none: a
+    process without a fleet is its own leader.
+
+    When the leader dies its row expires after ``EXPIRE_BEATS`` beats; the next lowest
+    learns it at its following beat and counts at its next refresh."""
+
+    def __init__(self, store: FleetStore, *, beat_seconds: float = BEAT_SECONDS) -> None:
+        self._store = store
+        self._expire_after = timedelta(seconds=beat_seconds * EXPIRE_BEATS)
+        self.fleet: FleetRate | None = None
+
+    async def leads(self) -> bool:
+        fleet = self.fleet
+        own = fleet.instance_id if fleet is not None else None
+        lowest = fleet.lowest if fleet is not None else None
+        if lowest is None:
+            lowest = await self._store.lowest_live_instance(utcnow() - self._expire_after)
+        return lowest is None or lowest == own

@@ -140,6 +140,13 @@ class Metrics:
         for email_status in EmailStatus:
             self.emails.labels(status=email_status.value).set(emails.get(email_status, 0))
 
+    def clear_database_counts(self) -> None:
+        """Export no database gauges: another process of the fleet counts them, and a
+        stale or zero sample here would stand beside its counts."""
+        self.jobs.clear()
+        self.emails.clear()
+        self.emails_delivery.clear()
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

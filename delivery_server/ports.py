@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from delivery_server.api_tokens import ApiToken, AuditEntry, TokenScope
 from delivery_server.email_listing import EmailFilter, EmailRow
@@ -268,14 +268,28 @@ class AdminStore(Protocol):
         ...
 
 
+class LiveInstances(NamedTuple):
+    """The fleet as one heartbeat saw it: how many processes are alive (the beating one
+    included), and the lowest of their instance ids (the one that counts the database
+    gauges)."""
+
+    live: int
+    lowest: str
+
+
 class FleetStore(Protocol):
-    """Live sending processes, so that they can share one account-wide send rate."""
+    """Live sending processes, so that they can share one account-wide send rate and
+    leave the database gauges to one of them."""
 
     async def heartbeat_instance(
         self, instance_id: str, now: datetime, expire_before: datetime
-    ) -> int:
+    ) -> LiveInstances:
         """Record this process as alive now, forget processes not seen since
-        ``expire_before``, and return how many are alive (this one included)."""
+        ``expire_before``, and return the live ones (this one included)."""
+        ...
+
+    async def lowest_live_instance(self, seen_since: datetime) -> str | None:
+        """The lowest instance id seen since ``seen_since``; None when no process is."""
         ...
 
     async def remove_instance(self, instance_id: str) -> None:

@@ -22,7 +22,7 @@ from delivery_server.app.tracking import (
 from delivery_server.channels import Channels
 from delivery_server.consumer import Consumer
 from delivery_server.errors import ConfigError
-from delivery_server.fleet import FleetRate
+from delivery_server.fleet import FleetRate, GaugeLeader
 from delivery_server.heartbeats import Heartbeats
 from delivery_server.http.health import HttpServer
 from delivery_server.lifecycle import stop_on_signals
@@ -58,20 +58,34 @@ METRICS_REFRESH_SECONDS = 5.0
 
 
 async def _refresh_metrics(
-    store: Store, queue: Queue, metrics: Metrics, stop: asyncio.Event
+    store: Store, queue: Queue, metrics: Metrics, leader: GaugeLeader, stop: asyncio.Event
 ) -> None:
     """Database and queue gauges, refreshed in the background (never per scrape, so a
     scrape storm cannot load the database)."""
     while True:
-        try:
+        await _refresh_metrics_once(store, queue, metrics, leader)
+        if await wait_or_stop(stop, METRICS_REFRESH_SECONDS):
+            return
+
+
+async def _refresh_metrics_once(
+    store: Store, queue: Queue, metrics: Metrics, leader: GaugeLeader
+) -> None:
+    """One process of a fleet counts the database gauges (``GaugeLeader``), the others
+    export none; every process exports the queue's backlog (the queue's own count)."""
+    try:
+        if await leader.leads():
             jobs, emails = await store.count_by_status()
             metrics.set_counts(jobs, emails)
             metrics.set_delivery_counts(await store.count_by_delivery_status())
-            metrics.queue_backlog.set(await queue.backlog())
-        except Exception as exc:  # metrics must never stop the server
-            log.warning("metrics_refresh_failed", error=type(exc).__name__)
-        if await wait_or_stop(stop, METRICS_REFRESH_SECONDS):
-            return
+        else:
+            metrics.clear_database_counts()
+    except Exception as exc:  # metrics must never stop the server
+        log.warning("metrics_refresh_failed", error=type(exc).__name__)
+    try:  # whether or not the database answers
+        metrics.queue_backlog.set(await queue.backlog())
+    except Exception as exc:
+        log.warning("metrics_refresh_failed", error=type(exc).__name__)
 
 
 def _check_role(settings: Settings, role: Role) -> None:
@@ -156,7 +170,8 @@ async def serve(
             # no message any more, so publish it again now rather than after requeue_after.
             await reconciler.republish_stale(0)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_refresh_metrics(store, queue, metrics, stop))
+            leader = GaugeLeader(store)
+            tasks.create_task(_refresh_metrics(store, queue, metrics, leader, stop))
             if role in ("all", "publisher"):
                 publisher = Publisher(
                     store,
@@ -174,7 +189,7 @@ async def serve(
             if role in ("all", "consumer"):
                 sink = events.sink if events is not None else None
                 tasks.create_task(
-                    _consume(settings, stack, store, queue, metrics, heartbeats, stop, sink)
+                    _consume(settings, stack, store, queue, metrics, heartbeats, leader, stop, sink)
                 )
             if tracker is not None:
                 tasks.create_task(tracker.run(stop))
@@ -188,6 +203,7 @@ async def _consume(
     queue: Queue,
     metrics: Metrics,
     heartbeats: Heartbeats,
+    leader: GaugeLeader,
     stop: asyncio.Event,
     events: EventSink | None,
 ) -> None:
@@ -199,6 +215,7 @@ async def _consume(
     settlements = Settlements(queue)
     metrics.sending_paused.set_function(lambda: 1.0 if gate.paused_for() > 0 else 0.0)
     fleet = await _join_fleet(settings, store, channels, gate, heartbeats)
+    leader.fleet = fleet  # a member knows the gauges' leader from its own beats
     pipeline = Pipeline(
         store,
         settlements,

@@ -40,6 +40,7 @@ from delivery_server.models import (
     Template,
     utcnow,
 )
+from delivery_server.ports import LiveInstances
 from tests.conftest import MARIADB_HOST, MARIADB_PORT, free_port
 from tests.contract.conftest import STORE_BACKENDS
 from tests.support.migrations import head_revision
@@ -926,15 +927,30 @@ async def test_a_restart_racing_the_settler_never_finishes_a_job_with_pending_em
 async def test_instances_beat_expire_and_leave(store: SqlStore, other_store: SqlStore) -> None:
     start = utcnow()
     later = start + timedelta(seconds=20)
-    assert await store.heartbeat_instance("task-a", start, start - timedelta(seconds=15)) == 1
-    assert await other_store.heartbeat_instance("task-b", start, start - timedelta(seconds=15)) == 2
-    assert await store.heartbeat_instance("task-a", start, start - timedelta(seconds=15)) == 2
-    # task-b stopped beating: at the next beat of task-a it has expired.
-    assert await store.heartbeat_instance("task-a", later, later - timedelta(seconds=15)) == 1
-    await other_store.heartbeat_instance("task-b", later, later - timedelta(seconds=15))
-    await other_store.remove_instance("task-b")
-    await other_store.remove_instance("task-b")  # leaving twice is harmless
-    assert await store.heartbeat_instance("task-a", later, later - timedelta(seconds=15)) == 1
+    early, late = start - timedelta(seconds=15), later - timedelta(seconds=15)
+    assert await store.heartbeat_instance("task-b", start, early) == LiveInstances(1, "task-b")
+    assert await other_store.heartbeat_instance("task-a", start, early) == (2, "task-a")
+    assert await store.heartbeat_instance("task-b", start, early) == (2, "task-a")
+    # task-a stopped beating: at the next beat of task-b it has expired.
+    assert await store.heartbeat_instance("task-b", later, late) == (1, "task-b")
+    await other_store.heartbeat_instance("task-a", later, late)
+    await other_store.remove_instance("task-a")
+    await other_store.remove_instance("task-a")  # leaving twice is harmless
+    assert await store.heartbeat_instance("task-b", later, late) == (1, "task-b")
+
+
+async def test_lowest_live_instance_skips_expired_rows(
+    store: SqlStore, other_store: SqlStore
+) -> None:
+    now = utcnow()
+    assert await store.lowest_live_instance(now - timedelta(seconds=6)) is None
+    await other_store.heartbeat_instance(
+        "task-a", now - timedelta(seconds=10), now - timedelta(seconds=30)
+    )
+    await store.heartbeat_instance("task-b", now, now - timedelta(seconds=15))
+    assert await store.lowest_live_instance(now - timedelta(seconds=15)) == "task-a"
+    # Nobody has deleted task-a's row yet, but it is older than the expiry.
+    assert await store.lowest_live_instance(now - timedelta(seconds=6)) == "task-b"
 
 
 async def test_concurrent_heartbeats_count_every_live_instance(
@@ -946,7 +962,8 @@ async def test_concurrent_heartbeats_count_every_live_instance(
         for i, s in enumerate([store, other_store] * 5)
     ]
     await asyncio.gather(*beats)
-    assert await store.heartbeat_instance("task-0", now, now - timedelta(seconds=15)) == 10
+    seen = await store.heartbeat_instance("task-0", now, now - timedelta(seconds=15))
+    assert seen == (10, "task-0")
 
 
 # --- connections ----------------------------------------------------------------------------

@@ -17,8 +17,11 @@ Every test email has its own recipient address, so "received" is counted per add
   sends in flight at the faults (``in_flight``), and each one of them when the scenario
   knows which emails were in flight; ``resolved``: those of them that ended ``sent``
   without an operator's resend (a late confirmation, or SES's own ``Send`` events).
-* metrics: the database gauges (``delivery_emails{status}``) of every scraped process
-  against the database, and, when asked, the summed ``delivery_emails_sent_total``.
+* metrics: the database gauges (``delivery_emails{status}``) of the scraped processes
+  that export them against the database; while a fleet is live in the database
+  (``delivery_instance``) exactly one scraped process exports them (its leader: the others
+  defer to it), else every one does (each is its own leader). And, when asked, the summed
+  ``delivery_emails_sent_total``.
 
 Each check appends one JSON row to the results file (see ``tests/faults/conftest.py``).
 """
@@ -36,6 +39,7 @@ from pathlib import Path
 import pymysql
 from prometheus_client.parser import text_string_to_metric_families
 
+from delivery_server.fleet import BEAT_SECONDS, EXPIRE_BEATS
 from tests.integration.harness import moto_sent
 
 FLAGGED = frozenset({"failed", "unknown", "suppressed", "cancelled", "expired"})
@@ -88,6 +92,38 @@ def email_rows(database_url: str, job_id: int) -> list[EmailRow]:
         conn.close()
 
 
+def live_fleet(database_url: str, expire_seconds: float = BEAT_SECONDS * EXPIRE_BEATS) -> int:
+    """Processes of the fleet (``delivery_instance``) seen within the expiry, by the
+    database's clock (the servers write their own UTC clock, the same machine's)."""
+    conn = connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM delivery_instance "
+                "WHERE last_seen >= UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
+                (int(expire_seconds * 1_000_000),),
+            )
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
+def exporters_mismatch(texts: Sequence[str], fleet: int) -> list[str]:
+    """How many of the scraped processes export the database gauges, against how many
+    should: one while a fleet is live (``fleet`` > 0), every one otherwise. A handover
+    could overlap for one refresh (a new leader counts before the old one's next
+    refresh clears its gauges); the processes are scraped once settled, after that."""
+    exporting = sum(exports_database_gauges(text) for text in texts)
+    expected = 1 if fleet else len(texts)
+    if not texts or exporting == expected:
+        return []
+    return [
+        f"{exporting} of {len(texts)} processes export the database gauges, expected "
+        f"{expected} ({fleet} live in the fleet)"
+    ]
+
+
 def job_row(database_url: str, job_id: int) -> dict[str, object]:
     conn = connect(database_url)
     try:
@@ -113,9 +149,18 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     return samples
 
 
+def exports_database_gauges(text: str) -> bool:
+    """Whether a process exports the database gauges (the fleet's leader, or a process
+    without a fleet): any ``delivery_emails`` sample."""
+    return any(name == "delivery_emails" for name, _labels in metric_samples(text))
+
+
 def gauge_mismatches(text: str, db_counts: dict[str, int]) -> list[str]:
-    """Where a process's ``delivery_emails{status}`` gauges disagree with the database."""
+    """Where a process's ``delivery_emails{status}`` gauges disagree with the database;
+    none for a process that exports no database gauges (it leaves them to the leader)."""
     samples = metric_samples(text)
+    if not exports_database_gauges(text):
+        return []
     problems = []
     for status in EMAIL_STATUSES:
         value = samples.get(("delivery_emails", (("status", status),)))
@@ -338,6 +383,8 @@ def check(
     job = job_row(database_url, job_id)
     outcome.job_status = str(job["status"])
     outcome.job_mismatches = _job_mismatches(job, statuses)
+    if metrics:
+        outcome.metrics_mismatches += exporters_mismatch(metrics, live_fleet(database_url))
     for text in metrics:
         outcome.metrics_mismatches += gauge_mismatches(text, dict(statuses))
     if compare_sent_counter and metrics:

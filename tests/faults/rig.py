@@ -24,7 +24,14 @@ import pytest
 from delivery_server.app import open_store, upgrade_database
 from delivery_server.settings import load_settings
 from tests.conftest import MARIADB_HOST, MARIADB_PORT, wait_for
-from tests.faults.checker import Outcome, check, connect, gauge_mismatches
+from tests.faults.checker import (
+    Outcome,
+    check,
+    connect,
+    exporters_mismatch,
+    gauge_mismatches,
+    live_fleet,
+)
 from tests.integration.harness import create_job, create_sqs_queue, customer, verify_sender
 from tests.support.fault_proxy import FaultProxy
 from tests.support.servers import ServerProcess, server_env
@@ -203,20 +210,24 @@ class FaultRig:
         wait_for(lambda: self.received() >= count, timeout=timeout, what=f"{count} SES sends")
 
     def settled_metrics(self, servers: Sequence[ServerProcess], job_id: int) -> list[str]:
-        """Each server's /metrics, once its database gauges caught up with the database
-        (they refresh every few seconds); the last scrape if they never do."""
-        texts: list[str] = []
-        for server in servers:
-            scraped = [server.metrics()]
+        """The servers' /metrics, once the database gauges of those that export them
+        caught up with the database (they refresh every few seconds) and as many export
+        them as should (the fleet's leader alone, see ``checker``); the last scrapes if
+        they never do."""
 
-            def agrees(server: ServerProcess = server, scraped: list[str] = scraped) -> bool:
-                scraped[0] = server.metrics()
-                return not gauge_mismatches(scraped[0], self.counts(job_id))
+        def scrape() -> tuple[list[str], bool]:
+            texts = [server.metrics() for server in servers]
+            counts = self.counts(job_id)
+            settled = not exporters_mismatch(texts, live_fleet(self.database_url)) and not any(
+                gauge_mismatches(text, counts) for text in texts
+            )
+            return texts, settled
 
-            deadline = time.monotonic() + METRICS_SETTLE_SECONDS
-            while not agrees() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            texts.append(scraped[0])
+        deadline = time.monotonic() + METRICS_SETTLE_SECONDS
+        texts, settled = scrape()
+        while not settled and time.monotonic() < deadline:
+            time.sleep(0.2)
+            texts, settled = scrape()
         return texts
 
     # -- the command line ------------------------------------------------------------
