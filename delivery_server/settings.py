@@ -45,10 +45,11 @@ class Settings(BaseSettings):
     outbox_dir: Path = Path("outbox")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
-    # 32 in-flight sends per process: an SES call mostly waits on the network, so 32 keep a
-    # 2-vCPU task busy without a thundering herd on the database pool, and 64 gained nothing
-    # in the benchmark (docs/benchmarks.md has the figures).
-    concurrency: int = Field(default=32, ge=1, le=1000)
+    # 64 in-flight sends per process: an SES call mostly waits on the network, and a
+    # receive waits for a full batch of 10 free slots (one claim transaction for ten), so
+    # 64 keep 54 or more in flight: a 2-vCPU task stays busy (docs/benchmarks.md has the
+    # figures for 32 and 64).
+    concurrency: int = Field(default=64, ge=1, le=1000)
     max_attempts: int = Field(default=3, ge=1, le=100)
     poll_interval: float = Field(default=1.0, gt=0, le=3600)
     log_format: Literal["json", "console"] | None = None
