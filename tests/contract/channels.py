@@ -38,6 +38,7 @@ from delivery_server.renderer import Renderer
 from delivery_server.sendgate import SendGate
 from delivery_server.settings import load_settings
 from delivery_server.sms import OutgoingSms
+from tests.support.http_stub import serving
 
 OK, RETRY, PERMANENT, HANG = "ok", "retry", "permanent", "hang"
 WEBHOOK_SECRET = "k" * 40
@@ -135,15 +136,8 @@ async def receiver(behaviour: Behaviour, port: int = 0) -> AsyncIterator[int]:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    bound: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(app, port) as bound:
         yield bound
-    finally:
-        await runner.cleanup()
 
 
 def webhook_settings(**overrides: Any) -> Any:
@@ -216,16 +210,11 @@ async def _sns_stand_in(behaviour: Behaviour, moto: str) -> AsyncIterator[str]:
             assert answer.status == 200, await answer.text()
         app = web.Application()
         app.router.add_post("/", call)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            released.set()
-            await runner.cleanup()
+        async with serving(app) as port:
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                released.set()
 
 
 class _RecordingSms:

@@ -38,6 +38,7 @@ from delivery_server.renderer import Renderer
 from delivery_server.settings import load_settings
 from tests.conftest import free_port
 from tests.contract.channels import HANG, PERMANENT, RETRY, Behaviour, ChannelCase
+from tests.support.http_stub import serving
 from tests.support.sftp_server import PASSWORD, USER, serving_sftp
 
 BUCKET = "drops"
@@ -109,16 +110,11 @@ async def _s3_stand_in(behaviour: Behaviour) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_put("/{bucket}/{key:.+}", put)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        released.set()
-        await runner.cleanup()
+    async with serving(app) as port:
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            released.set()
 
 
 def _s3_error(status: int, code: str) -> web.Response:

@@ -43,6 +43,7 @@ from delivery_server.models import (
 )
 from delivery_server.renderer import Renderer
 from tests.contract.channels import WEBHOOK_SECRET, webhook_settings
+from tests.support.http_stub import serving
 
 pytestmark = pytest.mark.timeout(30)
 TEMPLATE = Template(
@@ -55,15 +56,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def receiving(handler: Handler) -> AsyncIterator[str]:
     app = web.Application(client_max_size=2 * MAX_BODY_BYTES)
     app.router.add_post("/hook", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
 
 
 def claimed(url: str, ref: str = "customer-1", **email: Any) -> ClaimedEmail:

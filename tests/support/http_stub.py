@@ -8,9 +8,13 @@ which is how tests prove that no SDK-level retry happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Literal
+
+from aiohttp import web
 
 Behaviour = Literal["reply", "hang", "close"]
 
@@ -98,3 +102,18 @@ class HttpStub:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + self.body)
         await writer.drain()
         return True
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, port: int = 0) -> AsyncIterator[int]:
+    """Serve an aiohttp ``app`` on 127.0.0.1 (a free port when ``port`` is 0) inside the
+    running event loop; yields the port it is bound to."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    bound: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield bound
+    finally:
+        await runner.cleanup()
